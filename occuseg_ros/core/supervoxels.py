@@ -1,0 +1,656 @@
+"""Graph-based super-voxels (Felzenszwalb & Huttenlocher) on a sparse voxel grid.
+
+OccuSeg (§3.2) groups voxels into super-voxels "using an efficient graph-based segmentation
+scheme [9]" before clustering; the official code runs ScanNet's ``Segmentator`` on the mesh.
+Here the same algorithm runs on a voxel neighbour graph:
+
+1. :func:`voxel_knn` builds the graph: the ``k`` nearest occupied voxels of every voxel within
+   a ball. On dense maps (TSDF or fused depth) these are 26-neighbours; on decimated meshes
+   such as ScanNet's ``vh_clean_2`` (median vertex spacing 2.9 cm) the 26-neighbourhood of
+   2 cm voxels leaves a quarter of the voxels isolated and 80 % in components of fewer than
+   20 voxels, so a wider search is needed.
+2. :func:`estimate_normals` fits a plane (PCA) to each voxel and its neighbours.
+3. :func:`segment_supervoxels` weighs each edge by normal and colour difference, applies
+   Felzenszwalb's merge criterion and absorbs segments smaller than ``min_size``.
+4. :func:`supervoxel_adjacency` lists which super-voxels touch.
+
+:func:`build_supervoxels` runs all four with a :class:`SupervoxelConfig`. Coordinates are
+integer voxel indices and distances are in voxel units, so the parameters do not depend on
+the voxel size (the defaults were tuned at 2 cm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+#: Neighbours per voxel in :func:`voxel_knn`.
+DEFAULT_KNN: int = 12
+#: Search radius of :func:`voxel_knn`, in voxels (8 cm at 2 cm voxels).
+DEFAULT_MAX_RADIUS_VOXELS: float = 4.0
+#: Felzenszwalb's ``k`` (ScanNet's ``kThresh``), in edge-weight units: larger gives larger
+#: segments.
+DEFAULT_K_THRESHOLD: float = 0.1
+#: Weight of the colour term (Euclidean RGB distance in [0, 1]^3) against ``1 - |n_i . n_j|``.
+DEFAULT_COLOUR_WEIGHT: float = 0.5
+#: Segments with fewer voxels are merged into a neighbour along their cheapest edge.
+DEFAULT_MIN_SIZE: int = 10
+
+_FALLBACK_NORMAL = (0.0, 0.0, 1.0)
+
+
+@dataclass
+class SupervoxelConfig:
+    """Parameters of :func:`build_supervoxels` (defaults: module constants above).
+
+    The defaults were chosen on ScanNet scene0000_00 at 2 cm (80k voxels): about 2,300
+    super-voxels, 94 % of labelled voxels in a super-voxel whose majority instance is their
+    own. A larger ``k_threshold`` or ``min_size`` gives fewer, less pure super-voxels;
+    ``min_size`` = 20 halves the count and costs about 2 points of purity.
+    """
+
+    knn: int = DEFAULT_KNN
+    max_radius_voxels: float = DEFAULT_MAX_RADIUS_VOXELS
+    k_threshold: float = DEFAULT_K_THRESHOLD
+    colour_weight: float = DEFAULT_COLOUR_WEIGHT
+    min_size: int = DEFAULT_MIN_SIZE
+
+
+@dataclass
+class Supervoxels:
+    """Output of :func:`build_supervoxels`.
+
+    Attributes:
+        supervoxel: (M,) int32 super-voxel id of each voxel, 0..S-1.
+        adjacency: (E, 2) int32 pairs ``i < j`` of touching super-voxels.
+        neighbors: (M, K) int32 the voxel neighbour graph used.
+        normals: (M, 3) float32 unoriented unit normals.
+    """
+
+    supervoxel: np.ndarray
+    adjacency: np.ndarray
+    neighbors: np.ndarray
+    normals: np.ndarray
+
+    @property
+    def num_supervoxels(self) -> int:
+        return int(self.supervoxel.max(initial=-1)) + 1
+
+
+# --------------------------------------------------------------------------------------------
+# neighbour graph
+# --------------------------------------------------------------------------------------------
+
+@numba.njit(cache=True)
+def _knn_kernel(coords: np.ndarray, k: int, radius: float) -> np.ndarray:
+    m = coords.shape[0]
+    out = np.full((m, k), -1, np.int32)
+    if m == 0:
+        return out
+    # Bucket the voxels into cubic cells of edge ceil(radius): every voxel within ``radius``
+    # of a voxel lies in its own cell or one of the 26 around it.
+    cell = np.int64(np.ceil(radius))
+    lo = np.empty(3, np.int64)
+    ext = np.empty(3, np.int64)
+    for a in range(3):
+        lo[a] = coords[:, a].min()
+        ext[a] = (coords[:, a].max() - lo[a]) // cell + 3
+    cell_key = np.empty(m, np.int64)
+    for i in range(m):
+        cx = (coords[i, 0] - lo[0]) // cell + 1
+        cy = (coords[i, 1] - lo[1]) // cell + 1
+        cz = (coords[i, 2] - lo[2]) // cell + 1
+        cell_key[i] = (cx * ext[1] + cy) * ext[2] + cz
+    order = np.argsort(cell_key, kind="mergesort")
+    sorted_key = cell_key[order]
+    starts = np.empty(m + 1, np.int64)
+    n_cells = 0
+    for t in range(m):
+        if t == 0 or sorted_key[t] != sorted_key[t - 1]:
+            starts[n_cells] = t
+            n_cells += 1
+    starts[n_cells] = m
+    cell_keys = sorted_key[starts[:n_cells]]
+    r2 = np.int64(np.floor(radius * radius + 1e-9))
+    best_key = np.empty(k, np.int64)
+    best_idx = np.empty(k, np.int64)
+    cand = np.empty(m, np.int64)
+    cand_xyz = np.empty((m, 3), np.int64)
+    # One cursor per (dx, dy) column of neighbour cells: cells are visited in key order, so
+    # the first cell at or after (dx, dy, -1) only moves forward.
+    cursor = np.zeros(9, np.int64)
+    for c in range(n_cells):
+        n_cand = 0
+        for col in range(9):
+            base = cell_keys[c] + ((col // 3 - 1) * ext[1] + (col % 3 - 1)) * ext[2]
+            q = cursor[col]
+            while q < n_cells and cell_keys[q] < base - 1:
+                q += 1
+            cursor[col] = q
+            while q < n_cells and cell_keys[q] <= base + 1:
+                for t in range(starts[q], starts[q + 1]):
+                    j = order[t]
+                    cand[n_cand] = j
+                    cand_xyz[n_cand, 0] = coords[j, 0]
+                    cand_xyz[n_cand, 1] = coords[j, 1]
+                    cand_xyz[n_cand, 2] = coords[j, 2]
+                    n_cand += 1
+                q += 1
+        for t in range(starts[c], starts[c + 1]):
+            i = order[t]
+            xi = coords[i, 0]
+            yi = coords[i, 1]
+            zi = coords[i, 2]
+            found = 0
+            for u in range(n_cand):
+                j = cand[u]
+                if j == i:
+                    continue
+                ddx = cand_xyz[u, 0] - xi
+                ddy = cand_xyz[u, 1] - yi
+                ddz = cand_xyz[u, 2] - zi
+                d2 = ddx * ddx + ddy * ddy + ddz * ddz
+                if d2 > r2:
+                    continue
+                # Rank by (squared distance, index): deterministic whatever the visiting order.
+                rank = d2 * m + j
+                if found == k and rank >= best_key[k - 1]:
+                    continue
+                p = found if found < k else k - 1
+                while p > 0 and best_key[p - 1] > rank:
+                    best_key[p] = best_key[p - 1]
+                    best_idx[p] = best_idx[p - 1]
+                    p -= 1
+                best_key[p] = rank
+                best_idx[p] = j
+                if found < k:
+                    found += 1
+            for p in range(found):
+                out[i, p] = best_idx[p]
+    return out
+
+
+def _check_coords(coords: np.ndarray) -> np.ndarray:
+    coords = np.asarray(coords)
+    if coords.ndim != 2 or coords.shape[1] != 3:
+        raise ValueError(f"coords must have shape (M, 3), got {coords.shape}")
+    if coords.size and not np.issubdtype(coords.dtype, np.integer):
+        raise ValueError(f"coords must be integer voxel indices, got dtype {coords.dtype}")
+    return coords.astype(np.int64)
+
+
+def _check_neighbors(neighbors: np.ndarray, m: int) -> np.ndarray:
+    neighbors = np.asarray(neighbors)
+    if neighbors.ndim != 2 or neighbors.shape[0] != m:
+        raise ValueError(f"neighbors must have shape ({m}, K), got {neighbors.shape}")
+    if neighbors.size and not np.issubdtype(neighbors.dtype, np.integer):
+        raise ValueError(f"neighbors must be integer indices, got dtype {neighbors.dtype}")
+    if neighbors.size and (neighbors.min() < -1 or neighbors.max() >= m):
+        raise ValueError(f"neighbors must be -1 or indices in [0, {m})")
+    return neighbors.astype(np.int32)
+
+
+def voxel_knn(coords: np.ndarray, k: int = DEFAULT_KNN,
+              max_radius_voxels: float = DEFAULT_MAX_RADIUS_VOXELS) -> np.ndarray:
+    """The ``k`` nearest other occupied voxels of each voxel, within a ball.
+
+    Distances are between voxel indices (voxel units); ties go to the smaller voxel index, so
+    the table is deterministic. Voxels with fewer than ``k`` others within
+    ``max_radius_voxels`` get -1 in the remaining columns. The relation is not symmetric;
+    :func:`graph_edges` and :func:`supervoxel_adjacency` take every listed pair as an
+    undirected edge. With ``k = 26`` and ``max_radius_voxels = sqrt(3)`` it lists the
+    26-neighbourhood.
+
+    Args:
+        coords: (M, 3) unique integer voxel coordinates.
+        k: neighbours per voxel.
+        max_radius_voxels: search radius in voxels (metres / voxel size), inclusive.
+
+    Returns:
+        (M, k) int32 neighbour indices sorted by distance, -1 where fewer were found.
+    """
+    c = _check_coords(coords)
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k}")
+    if not (isinstance(max_radius_voxels, (int, float, np.number))
+            and 1 <= max_radius_voxels < 1e6):
+        raise ValueError(f"max_radius_voxels must be a number in [1, 1e6), got "
+                         f"{max_radius_voxels!r}")
+    if c.shape[0]:
+        cells = (c.max(axis=0) - c.min(axis=0)) // int(np.ceil(max_radius_voxels)) + 3
+        if float(np.prod(cells.astype(np.float64))) >= 2.0 ** 62:
+            raise ValueError("voxel grid extent is too large to index")
+    return _knn_kernel(c, int(k), float(max_radius_voxels))
+
+
+# --------------------------------------------------------------------------------------------
+# normals
+# --------------------------------------------------------------------------------------------
+
+@numba.njit(cache=True)
+def _smallest_eigenvector(a00: float, a01: float, a02: float, a11: float, a12: float,
+                          a22: float) -> tuple[float, float, float, bool]:
+    # Smallest eigenvalue of a symmetric 3x3 matrix by the trigonometric solution of its
+    # characteristic polynomial, then the null vector of (A - lambda I) as the largest cross
+    # product of two of its rows. ``ok`` is False when that null space is not a line.
+    scale = max(abs(a00), abs(a01), abs(a02), abs(a11), abs(a12), abs(a22))
+    if scale == 0.0:
+        return 0.0, 0.0, 0.0, False
+    a00 /= scale
+    a01 /= scale
+    a02 /= scale
+    a11 /= scale
+    a12 /= scale
+    a22 /= scale
+    q = (a00 + a11 + a22) / 3.0
+    b00 = a00 - q
+    b11 = a11 - q
+    b22 = a22 - q
+    p2 = (b00 * b00 + b11 * b11 + b22 * b22 + 2.0 * (a01 * a01 + a02 * a02 + a12 * a12)) / 6.0
+    if p2 <= 1e-30:
+        return 0.0, 0.0, 0.0, False
+    p = np.sqrt(p2)
+    det = (b00 * (b11 * b22 - a12 * a12) - a01 * (a01 * b22 - a12 * a02)
+           + a02 * (a01 * a12 - b11 * a02))
+    half = det / (2.0 * p2 * p)
+    half = min(1.0, max(-1.0, half))
+    lam = q + 2.0 * p * np.cos(np.arccos(half) / 3.0 + 2.0 * np.pi / 3.0)
+    r0x, r0y, r0z = a00 - lam, a01, a02
+    r1x, r1y, r1z = a01, a11 - lam, a12
+    r2x, r2y, r2z = a02, a12, a22 - lam
+    c0x = r0y * r1z - r0z * r1y
+    c0y = r0z * r1x - r0x * r1z
+    c0z = r0x * r1y - r0y * r1x
+    c1x = r0y * r2z - r0z * r2y
+    c1y = r0z * r2x - r0x * r2z
+    c1z = r0x * r2y - r0y * r2x
+    c2x = r1y * r2z - r1z * r2y
+    c2y = r1z * r2x - r1x * r2z
+    c2z = r1x * r2y - r1y * r2x
+    n0 = c0x * c0x + c0y * c0y + c0z * c0z
+    n1 = c1x * c1x + c1y * c1y + c1z * c1z
+    n2 = c2x * c2x + c2y * c2y + c2z * c2z
+    if n0 >= n1 and n0 >= n2:
+        vx, vy, vz, nn = c0x, c0y, c0z, n0
+    elif n1 >= n2:
+        vx, vy, vz, nn = c1x, c1y, c1z, n1
+    else:
+        vx, vy, vz, nn = c2x, c2y, c2z, n2
+    # Rows of a rank-2 matrix scaled to ~1 give cross products of order p^2; far smaller
+    # means the two smallest eigenvalues coincide (points on a line).
+    if nn <= 1e-12 * p2 * p2:
+        return 0.0, 0.0, 0.0, False
+    inv = 1.0 / np.sqrt(nn)
+    return vx * inv, vy * inv, vz * inv, True
+
+
+@numba.njit(cache=True)
+def _normals_kernel(coords: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
+    m = coords.shape[0]
+    out = np.empty((m, 3), np.float32)
+    for i in range(m):
+        cnt = 1
+        sx = 0.0
+        sy = 0.0
+        sz = 0.0
+        sxx = 0.0
+        sxy = 0.0
+        sxz = 0.0
+        syy = 0.0
+        syz = 0.0
+        szz = 0.0
+        # Coordinates relative to voxel i keep the sums small and exact.
+        for kk in range(neighbors.shape[1]):
+            j = neighbors[i, kk]
+            if j < 0:
+                continue
+            x = float(coords[j, 0] - coords[i, 0])
+            y = float(coords[j, 1] - coords[i, 1])
+            z = float(coords[j, 2] - coords[i, 2])
+            cnt += 1
+            sx += x
+            sy += y
+            sz += z
+            sxx += x * x
+            sxy += x * y
+            sxz += x * z
+            syy += y * y
+            syz += y * z
+            szz += z * z
+        ok = False
+        nx = 0.0
+        ny = 0.0
+        nz = 0.0
+        if cnt >= 3:
+            mx = sx / cnt
+            my = sy / cnt
+            mz = sz / cnt
+            nx, ny, nz, ok = _smallest_eigenvector(
+                sxx / cnt - mx * mx, sxy / cnt - mx * my, sxz / cnt - mx * mz,
+                syy / cnt - my * my, syz / cnt - my * mz, szz / cnt - mz * mz)
+        if not ok:
+            nx, ny, nz = _FALLBACK_NORMAL
+        # Canonical sign: the largest-magnitude component is positive (normals are unoriented).
+        ax, ay, az = abs(nx), abs(ny), abs(nz)
+        if (ax >= ay and ax >= az and nx < 0) or (ay > ax and ay >= az and ny < 0) \
+                or (az > ax and az > ay and nz < 0):
+            nx, ny, nz = -nx, -ny, -nz
+        out[i, 0] = nx
+        out[i, 1] = ny
+        out[i, 2] = nz
+    return out
+
+
+def estimate_normals(coords: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
+    """Unit surface normals by PCA over each voxel and its listed neighbours.
+
+    The normal is the eigenvector of the smallest eigenvalue of the covariance of the voxel
+    centres. It is unoriented: the sign is made canonical (largest-magnitude component
+    positive), and :func:`segment_supervoxels` only uses ``|n_i . n_j|``. Voxels with fewer
+    than two neighbours, or whose neighbourhood is a line, get the fallback ``(0, 0, 1)``.
+
+    Args:
+        coords: (M, 3) integer voxel coordinates.
+        neighbors: (M, K) int32 neighbour indices, -1 for none (e.g. :func:`voxel_knn` or
+            :func:`occuseg_ros.core.voxels.voxel_neighbors`).
+
+    Returns:
+        (M, 3) float32 unit normals.
+    """
+    c = _check_coords(coords)
+    nb = _check_neighbors(neighbors, c.shape[0])
+    return _normals_kernel(c, nb)
+
+
+# --------------------------------------------------------------------------------------------
+# segmentation
+# --------------------------------------------------------------------------------------------
+
+@numba.njit(cache=True)
+def _edges_kernel(neighbors: np.ndarray) -> np.ndarray:
+    # Every listed pair once as (i, j), i < j: row i lists j > i, or j < i and row j lacks i.
+    m, kk = neighbors.shape
+    out = np.empty((m * kk, 2), np.int32)
+    e = 0
+    for i in range(m):
+        for a in range(kk):
+            j = neighbors[i, a]
+            if j < 0 or j == i:
+                continue
+            if j > i:
+                out[e, 0] = i
+                out[e, 1] = j
+                e += 1
+            else:
+                listed = False
+                for b in range(kk):
+                    if neighbors[j, b] == i:
+                        listed = True
+                        break
+                if not listed:
+                    out[e, 0] = j
+                    out[e, 1] = i
+                    e += 1
+    return out[:e]
+
+
+@numba.njit(cache=True)
+def _edge_weights_kernel(edges: np.ndarray, rgb: np.ndarray, normals: np.ndarray,
+                         colour_weight: float) -> np.ndarray:
+    w = np.empty(edges.shape[0], np.float64)
+    for e in range(edges.shape[0]):
+        i = edges[e, 0]
+        j = edges[e, 1]
+        dot = (normals[i, 0] * normals[j, 0] + normals[i, 1] * normals[j, 1]
+               + normals[i, 2] * normals[j, 2])
+        dr = rgb[i, 0] - rgb[j, 0]
+        dg = rgb[i, 1] - rgb[j, 1]
+        db = rgb[i, 2] - rgb[j, 2]
+        w[e] = (1.0 - min(1.0, abs(dot))) + colour_weight * np.sqrt(dr * dr + dg * dg + db * db)
+    return w
+
+
+@numba.njit(cache=True)
+def _find(parent: np.ndarray, x: int) -> int:
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:
+        nxt = parent[x]
+        parent[x] = root
+        x = nxt
+    return root
+
+
+@numba.njit(cache=True)
+def _felzenszwalb_kernel(num_nodes: int, edges: np.ndarray, weights: np.ndarray,
+                         k_threshold: float, min_size: int) -> np.ndarray:
+    parent = np.arange(num_nodes)
+    size = np.ones(num_nodes, np.int64)
+    # threshold[c] = Int(C) + k / |C|, Int(C) being the largest MST edge inside C; since edges
+    # come in ascending order that is the weight of the edge that last grew C.
+    threshold = np.full(num_nodes, k_threshold)
+    order = np.argsort(weights, kind="mergesort")
+    for t in range(order.shape[0]):
+        e = order[t]
+        a = _find(parent, edges[e, 0])
+        b = _find(parent, edges[e, 1])
+        if a == b:
+            continue
+        w = weights[e]
+        if w <= threshold[a] and w <= threshold[b]:
+            if size[a] < size[b]:
+                a, b = b, a
+            parent[b] = a
+            size[a] += size[b]
+            threshold[a] = w + k_threshold / size[a]
+    # Small segments join the neighbour across their cheapest edge (edges still ascending).
+    for t in range(order.shape[0]):
+        e = order[t]
+        a = _find(parent, edges[e, 0])
+        b = _find(parent, edges[e, 1])
+        if a != b and (size[a] < min_size or size[b] < min_size):
+            if size[a] < size[b]:
+                a, b = b, a
+            parent[b] = a
+            size[a] += size[b]
+    # Contiguous ids in order of each segment's first voxel.
+    label = np.full(num_nodes, -1, np.int32)
+    out = np.empty(num_nodes, np.int32)
+    nxt = 0
+    for i in range(num_nodes):
+        r = _find(parent, i)
+        if label[r] < 0:
+            label[r] = nxt
+            nxt += 1
+        out[i] = label[r]
+    return out
+
+
+def graph_edges(neighbors: np.ndarray) -> np.ndarray:
+    """Undirected edges of a neighbour table, each pair once as ``(i, j)`` with ``i < j``.
+
+    Args:
+        neighbors: (M, K) int32 neighbour indices, -1 for none; a row lists each
+            neighbour at most once (as :func:`voxel_knn` and ``voxel_neighbors`` do).
+
+    Returns:
+        (E, 2) int32 edges, in order of their first listing.
+    """
+    nb = np.asarray(neighbors)
+    if nb.ndim != 2:
+        raise ValueError(f"neighbors must have shape (M, K), got {nb.shape}")
+    return _edges_kernel(_check_neighbors(nb, nb.shape[0]))
+
+
+def felzenszwalb(num_nodes: int, edges: np.ndarray, weights: np.ndarray, k_threshold: float,
+                 min_size: int) -> np.ndarray:
+    """Felzenszwalb & Huttenlocher graph segmentation (as in ScanNet's Segmentator).
+
+    Edges are visited by ascending weight (stable for ties); components A and B joined by an
+    edge of weight w merge iff ``w <= min(Int(A) + k/|A|, Int(B) + k/|B|)``. Afterwards every
+    component smaller than ``min_size`` merges across its cheapest edge.
+
+    Args:
+        num_nodes: number of graph nodes.
+        edges: (E, 2) integer node pairs.
+        weights: (E,) finite edge weights.
+        k_threshold: Felzenszwalb's ``k``, in weight units.
+        min_size: minimum component size in nodes (1 disables the second pass).
+
+    Returns:
+        (num_nodes,) int32 component ids 0..S-1, numbered by first node.
+    """
+    edges = np.asarray(edges)
+    weights = np.asarray(weights, dtype=np.float64)
+    if num_nodes < 0:
+        raise ValueError(f"num_nodes must be non-negative, got {num_nodes}")
+    if edges.ndim != 2 or edges.shape[1] != 2:
+        raise ValueError(f"edges must have shape (E, 2), got {edges.shape}")
+    if weights.shape != (edges.shape[0],):
+        raise ValueError(f"weights must have shape ({edges.shape[0]},), got {weights.shape}")
+    if edges.size and (edges.min() < 0 or edges.max() >= num_nodes):
+        raise ValueError(f"edges must index nodes in [0, {num_nodes})")
+    if not np.isfinite(weights).all():
+        raise ValueError("weights contain NaN or Inf")
+    if not isinstance(k_threshold, (int, float, np.number)) or not k_threshold >= 0:
+        raise ValueError(f"k_threshold must be a non-negative number, got {k_threshold!r}")
+    if not isinstance(min_size, (int, np.integer)) or min_size < 1:
+        raise ValueError(f"min_size must be a positive integer, got {min_size}")
+    return _felzenszwalb_kernel(int(num_nodes), edges.astype(np.int64), weights,
+                                float(k_threshold), int(min_size))
+
+
+def segment_supervoxels(coords: np.ndarray, rgb: np.ndarray, normals: np.ndarray,
+                        neighbors: np.ndarray, k_threshold: float = DEFAULT_K_THRESHOLD,
+                        colour_weight: float = DEFAULT_COLOUR_WEIGHT,
+                        min_size: int = DEFAULT_MIN_SIZE) -> np.ndarray:
+    """Over-segment voxels into super-voxels (OccuSeg §3.2, Felzenszwalb & Huttenlocher [9]).
+
+    Edges are the voxel pairs listed in ``neighbors`` (each once, :func:`graph_edges`). The
+    weight of edge (i, j) is ``(1 - |n_i . n_j|) + colour_weight * ||rgb_i - rgb_j||``. PCA
+    normals are unoriented, so the normal term uses ``|n_i . n_j|`` and is not
+    convexity-aware: ScanNet's Segmentator squares the weight of convex edges, which needs
+    outward normals; orienting them towards the room centre to do the same did not improve
+    purity on ScanNet scene0000_00. See :func:`felzenszwalb` for the merge rule.
+
+    Defaults: see :class:`SupervoxelConfig`.
+
+    Args:
+        coords: (M, 3) integer voxel coordinates (only validated; the graph is ``neighbors``).
+        rgb: (M, 3) colours in [0, 1].
+        normals: (M, 3) unit normals (:func:`estimate_normals`).
+        neighbors: (M, K) int32 neighbour indices, -1 for none.
+        k_threshold: Felzenszwalb's ``k``; larger gives fewer, larger super-voxels.
+        colour_weight: weight of the RGB distance against the normal term.
+        min_size: super-voxels smaller than this (in voxels) merge into a neighbour.
+
+    Returns:
+        (M,) int32 super-voxel ids 0..S-1, numbered by first voxel.
+    """
+    c = _check_coords(coords)
+    m = c.shape[0]
+    rgb = np.asarray(rgb)
+    normals = np.asarray(normals)
+    if rgb.shape != (m, 3):
+        raise ValueError(f"rgb must have shape ({m}, 3), got {rgb.shape}")
+    if normals.shape != (m, 3):
+        raise ValueError(f"normals must have shape ({m}, 3), got {normals.shape}")
+    if not (np.isfinite(rgb).all() and np.isfinite(normals).all()):
+        raise ValueError("rgb and normals must be finite")
+    if not isinstance(colour_weight, (int, float, np.number)) or not colour_weight >= 0:
+        raise ValueError(f"colour_weight must be a non-negative number, got {colour_weight!r}")
+    nb = _check_neighbors(neighbors, m)
+    edges = _edges_kernel(nb)
+    weights = _edge_weights_kernel(edges, rgb.astype(np.float64), normals.astype(np.float64),
+                                   float(colour_weight))
+    return felzenszwalb(m, edges, weights, k_threshold, min_size)
+
+
+# --------------------------------------------------------------------------------------------
+# adjacency
+# --------------------------------------------------------------------------------------------
+
+@numba.njit(cache=True)
+def _adjacency_kernel(supervoxel: np.ndarray, neighbors: np.ndarray,
+                      num_supervoxels: int) -> np.ndarray:
+    m, kk = neighbors.shape
+    # Voxels grouped by super-voxel (counting sort), then one pass per super-voxel with a
+    # "last seen" stamp per partner, so each super-voxel reports each partner once.
+    start = np.zeros(num_supervoxels + 1, np.int64)
+    for i in range(m):
+        start[supervoxel[i] + 1] += 1
+    for s in range(num_supervoxels):
+        start[s + 1] += start[s]
+    fill = start[:-1].copy()
+    members = np.empty(m, np.int64)
+    for i in range(m):
+        s = supervoxel[i]
+        members[fill[s]] = i
+        fill[s] += 1
+    seen = np.full(num_supervoxels, -1, np.int64)
+    keys = np.empty(m * kk, np.int64)
+    e = 0
+    for a in range(num_supervoxels):
+        for t in range(start[a], start[a + 1]):
+            i = members[t]
+            for q in range(kk):
+                j = neighbors[i, q]
+                if j < 0:
+                    continue
+                b = supervoxel[j]
+                if b != a and seen[b] != a:
+                    seen[b] = a
+                    # A pair surfaces from both sides (or, for an asymmetric table, from
+                    # either one): key it by (min, max) and deduplicate below.
+                    keys[e] = min(a, b) * num_supervoxels + max(a, b)
+                    e += 1
+    uniq = np.unique(keys[:e])
+    out = np.empty((uniq.shape[0], 2), np.int32)
+    for t in range(uniq.shape[0]):
+        out[t, 0] = uniq[t] // num_supervoxels
+        out[t, 1] = uniq[t] % num_supervoxels
+    return out
+
+
+def supervoxel_adjacency(supervoxel: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
+    """Pairs of super-voxels that touch through at least one listed voxel pair.
+
+    Args:
+        supervoxel: (M,) super-voxel id of every voxel, 0..S-1.
+        neighbors: (M, K) int32 neighbour indices, -1 for none (the table used to segment).
+
+    Returns:
+        (E, 2) int32 unique pairs ``(i, j)`` with ``i < j``, sorted.
+    """
+    sv = np.asarray(supervoxel)
+    if sv.ndim != 1:
+        raise ValueError(f"supervoxel must have shape (M,), got {sv.shape}")
+    if sv.size and not np.issubdtype(sv.dtype, np.integer):
+        raise ValueError(f"supervoxel must be integer ids, got dtype {sv.dtype}")
+    if sv.size and sv.min() < 0:
+        raise ValueError("supervoxel ids must be non-negative")
+    nb = _check_neighbors(neighbors, sv.shape[0])
+    num = int(sv.max()) + 1 if sv.size else 0
+    return _adjacency_kernel(sv.astype(np.int64), nb, num)
+
+
+def build_supervoxels(coords: np.ndarray, rgb: np.ndarray,
+                      config: SupervoxelConfig | None = None) -> Supervoxels:
+    """Neighbour graph, normals, super-voxels and their adjacency in one call.
+
+    Args:
+        coords: (M, 3) unique integer voxel coordinates.
+        rgb: (M, 3) colours in [0, 1].
+        config: parameters (defaults: :class:`SupervoxelConfig`).
+    """
+    config = SupervoxelConfig() if config is None else config
+    neighbors = voxel_knn(coords, config.knn, config.max_radius_voxels)
+    normals = estimate_normals(coords, neighbors)
+    supervoxel = segment_supervoxels(coords, rgb, normals, neighbors, config.k_threshold,
+                                     config.colour_weight, config.min_size)
+    return Supervoxels(supervoxel=supervoxel,
+                       adjacency=supervoxel_adjacency(supervoxel, neighbors),
+                       neighbors=neighbors, normals=normals)
