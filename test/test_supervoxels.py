@@ -10,7 +10,8 @@ import pytest
 from occuseg_ros.core import supervoxels as sv_mod
 from occuseg_ros.core.supervoxels import (SupervoxelConfig, build_supervoxels,
                                           estimate_normals, felzenszwalb, graph_edges,
-                                          segment_supervoxels, supervoxel_adjacency, voxel_knn)
+                                          segment_supervoxels, split_by_label,
+                                          supervoxel_adjacency, voxel_knn)
 from occuseg_ros.core.voxels import majority_vote, voxel_neighbors, voxelize
 
 
@@ -332,3 +333,29 @@ def test_real_scene_count_and_purity(scannet_scene_path) -> None:
     assert purity >= 0.93, purity
     assert result.adjacency.shape[0] > count
     assert elapsed < 2.0, elapsed  # generous for loaded CI machines
+
+
+def test_split_by_label_matches_reference():
+    rng = np.random.default_rng(5)
+    supervoxel = rng.integers(0, 6, 200)
+    labels = rng.choice([-1, 3, 5, 40], 200)
+    split = split_by_label(supervoxel, labels)
+    # Reference: one new id per distinct (super-voxel, label) pair, in sorted pair order.
+    pairs = sorted({(int(s), int(l)) for s, l in zip(supervoxel, labels)})
+    expected = np.array([pairs.index((int(s), int(l))) for s, l in zip(supervoxel, labels)])
+    np.testing.assert_array_equal(split, expected)
+    with pytest.raises(ValueError, match="one length"):
+        split_by_label(supervoxel, labels[:-1])
+
+
+def test_build_supervoxels_cuts_along_labels():
+    # A flat, uniformly coloured floor is one super-voxel; labels cut it in two halves.
+    coords = np.array([(x, y, 0) for x in range(20) for y in range(10)], np.int32)
+    rgb = np.full((coords.shape[0], 3), 0.5)
+    whole = build_supervoxels(coords, rgb)
+    assert np.unique(whole.supervoxel).size == 1
+    labels = (coords[:, 0] >= 10).astype(np.int64)
+    cut = build_supervoxels(coords, rgb, labels=labels)
+    assert np.unique(cut.supervoxel).size == 2
+    assert cut.adjacency.tolist() == [[0, 1]]
+    assert (cut.supervoxel == labels).all()

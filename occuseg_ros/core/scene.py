@@ -30,6 +30,9 @@ class Scene:
         semantic: (N,) int32 nyu40 ids (0 = unannotated), or None.
         instance: (N,) int32 instance ids (-1 = none), or None.
         name: a label for tables and logs (the file stem).
+        source_index: (N,) int64 row of each point in the source arrays (points with NaN or
+            Inf coordinates were dropped), or None when nothing was dropped.
+        source_points: number of rows in the source arrays.
     """
 
     xyz: np.ndarray
@@ -37,6 +40,8 @@ class Scene:
     semantic: np.ndarray | None = None
     instance: np.ndarray | None = None
     name: str = "scene"
+    source_index: np.ndarray | None = None
+    source_points: int | None = None
 
     @property
     def num_points(self) -> int:
@@ -45,6 +50,18 @@ class Scene:
     @property
     def has_ground_truth(self) -> bool:
         return self.semantic is not None and self.instance is not None
+
+    def to_source(self, per_point: np.ndarray, fill: int) -> np.ndarray:
+        """Spread a per-point array back over the source rows, ``fill`` for dropped rows."""
+        if self.source_index is None:
+            return per_point
+        out = np.full((self.source_points,) + per_point.shape[1:], fill, per_point.dtype)
+        out[self.source_index] = per_point
+        return out
+
+    def from_source(self, per_source_row: np.ndarray) -> np.ndarray:
+        """Select this scene's points from an array over the source rows."""
+        return per_source_row if self.source_index is None else per_source_row[self.source_index]
 
 
 def make_scene(xyz: np.ndarray, rgb: np.ndarray | None = None,
@@ -76,6 +93,7 @@ def make_scene(xyz: np.ndarray, rgb: np.ndarray | None = None,
     if n == 0:
         raise SceneError(f"{name}: the scene has no points")
     finite = np.isfinite(xyz).all(axis=1)
+    source_index = None
     if not finite.all():
         dropped = int(n - finite.sum())
         if dropped == n:
@@ -83,6 +101,7 @@ def make_scene(xyz: np.ndarray, rgb: np.ndarray | None = None,
         LOG.warning("%s: dropped %d of %d points with NaN or Inf coordinates", name, dropped, n)
         xyz = xyz[finite]
         arrays = {k: (v[finite] if v is not None else None) for k, v in arrays.items()}
+        source_index = np.flatnonzero(finite)
     colour = arrays["rgb"]
     if colour is None:
         colour = np.full((xyz.shape[0], 3), 128, np.uint8)
@@ -99,7 +118,8 @@ def make_scene(xyz: np.ndarray, rgb: np.ndarray | None = None,
         if value is not None and not np.issubdtype(value.dtype, np.integer):
             raise SceneError(f"{name}: '{key}' must be integer, got {value.dtype}")
         labels[key] = None if value is None else value.astype(np.int32)
-    return Scene(xyz=xyz.astype(np.float32), rgb=colour, name=name, **labels)
+    return Scene(xyz=xyz.astype(np.float32), rgb=colour, name=name, source_index=source_index,
+                 source_points=n, **labels)
 
 
 def load_scene(path: str | Path) -> Scene:

@@ -637,20 +637,53 @@ def supervoxel_adjacency(supervoxel: np.ndarray, neighbors: np.ndarray) -> np.nd
     return _adjacency_kernel(sv.astype(np.int64), nb, num)
 
 
+def split_by_label(supervoxel: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Split every super-voxel into its parts of one label (e.g. the predicted class).
+
+    OccuSeg's super-voxels are purely geometric, so one may straddle an object and the wall
+    behind it; its averaged embeddings (eq. 12) then match neither instance and it is left
+    out. Splitting along the predicted class keeps every clustering vertex to one class.
+
+    Args:
+        supervoxel: (M,) super-voxel id of every voxel, 0..S-1.
+        labels: (M,) integer label of every voxel.
+
+    Returns:
+        (M,) int32 new ids 0..S'-1 (S' >= S), numbered in (super-voxel, label) order.
+    """
+    sv = np.asarray(supervoxel)
+    lab = np.asarray(labels)
+    if sv.ndim != 1 or lab.shape != sv.shape:
+        raise ValueError(f"supervoxel and labels must be (M,) arrays of one length, got "
+                         f"{sv.shape} and {lab.shape}")
+    if sv.size == 0:
+        return sv.astype(np.int32)
+    if not (np.issubdtype(sv.dtype, np.integer) and np.issubdtype(lab.dtype, np.integer)):
+        raise ValueError("supervoxel ids and labels must be integers")
+    lab = lab.astype(np.int64) - int(lab.min())
+    key = sv.astype(np.int64) * (int(lab.max()) + 1) + lab
+    return np.unique(key, return_inverse=True)[1].astype(np.int32)
+
+
 def build_supervoxels(coords: np.ndarray, rgb: np.ndarray,
-                      config: SupervoxelConfig | None = None) -> Supervoxels:
+                      config: SupervoxelConfig | None = None,
+                      labels: np.ndarray | None = None) -> Supervoxels:
     """Neighbour graph, normals, super-voxels and their adjacency in one call.
 
     Args:
         coords: (M, 3) unique integer voxel coordinates.
         rgb: (M, 3) colours in [0, 1].
         config: parameters (defaults: :class:`SupervoxelConfig`).
+        labels: optional (M,) per-voxel labels (the predicted class); when given, every
+            super-voxel is cut into its parts of one label (:func:`split_by_label`).
     """
     config = SupervoxelConfig() if config is None else config
     neighbors = voxel_knn(coords, config.knn, config.max_radius_voxels)
     normals = estimate_normals(coords, neighbors)
     supervoxel = segment_supervoxels(coords, rgb, normals, neighbors, config.k_threshold,
                                      config.colour_weight, config.min_size)
+    if labels is not None:
+        supervoxel = split_by_label(supervoxel, labels)
     return Supervoxels(supervoxel=supervoxel,
                        adjacency=supervoxel_adjacency(supervoxel, neighbors),
                        neighbors=neighbors, normals=normals)

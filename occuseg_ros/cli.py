@@ -1,0 +1,199 @@
+"""The ``occuseg`` command: segment, evaluate, bench and generate scenes without ROS."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .core.labels import label_name
+from .core.scene import PredictionFile, Scene, SceneError, load_scene
+
+LOG = logging.getLogger("occuseg")
+
+
+def _add_segment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="instance-segment a scene (.npz or .ply)",
+                       description="Segment SCENE and write per-point labels to --out.")
+    p.add_argument("scene", type=Path, help="scene .npz (xyz, rgb[, semantic, instance]) or .ply")
+    p.add_argument("--out", type=Path, required=True, help="prediction .npz to write")
+    p.add_argument("--model", type=Path, default=None,
+                   help="checkpoint (default: the shipped model in models/)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--predictions", choices=("network", "oracle"), default="network",
+                   help="per-voxel outputs from the network, or ideal ones from the scene's "
+                        "ground truth (the clustering's upper bound)")
+    p.add_argument("--oracle-noise", type=float, default=0.0, metavar="SIGMA",
+                   help="oracle noise scale in metres on the offsets (other outputs scale "
+                        "with it; see occuseg_ros.core.predictions)")
+    p.add_argument("--no-occupancy", action="store_true",
+                   help="r = 1 in eq. (14) and no r filter (Table 6, 'w/o occupancy')")
+    p.add_argument("--seed", type=int, default=0, help="seed of the oracle's noise")
+    _add_params_file(p)
+
+
+def _add_params_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params-file", type=Path, default=None,
+                   help="ROS 2 parameter YAML with the method's parameters "
+                        "(default: the shipped config/occuseg.yaml)")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="ScanNet instance AP of predictions against ground truth")
+    p.add_argument("--pred", type=Path, nargs="+", required=True, help="prediction .npz files")
+    p.add_argument("--gt", type=Path, nargs="+", required=True,
+                   help="scene files with semantic and instance, in the order of --pred")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="per-stage timing table (machine and date included)")
+    p.add_argument("scenes", type=Path, nargs="*", help="extra scene files to time")
+    p.add_argument("--model", type=Path, default=None, help="checkpoint for the network stage")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per scene (median)")
+    p.add_argument("--no-generated", action="store_true",
+                   help="skip the generated ScanNet-sized room")
+    _add_params_file(p)
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="write a procedurally generated furnished room")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="scene .npz to write")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="occuseg", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_segment, _add_evaluate, _add_bench, _add_generate):
+        add(sub)
+    return parser
+
+
+def _pipeline_config(params_file: Path | None):
+    from .core.paths import share_file
+    from .core.pipeline import PipelineConfig
+
+    path = params_file or share_file("config", "occuseg.yaml")
+    if params_file is not None and not params_file.is_file():
+        raise SceneError(f"parameter file not found: {params_file}")
+    return PipelineConfig.from_yaml(path) if path is not None else PipelineConfig()
+
+
+def _network_predictor(model: Path | None, device: str):
+    from .core.checkpoint import CheckpointError, NetworkPredictor, default_model_path
+
+    path = model or default_model_path()
+    if path is None:
+        raise CheckpointError("no model given and none shipped in models/: pass --model PATH, "
+                              "or use --predictions oracle on a scene with ground truth")
+    return NetworkPredictor.from_checkpoint(path, device)
+
+
+def _oracle_predictor(scene: Scene, noise_m: float, seed: int):
+    from .core.predictions import oracle_predictions
+
+    if not scene.has_ground_truth:
+        raise SceneError(f"{scene.name}: --predictions oracle needs 'semantic' and 'instance'")
+    return lambda grid: oracle_predictions(grid, scene.semantic, scene.instance, noise_m, seed)
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .core.pipeline import segment_points
+
+    config = _pipeline_config(args.params_file)
+    scene = load_scene(args.scene)
+    if args.predictions == "oracle":
+        predictor = _oracle_predictor(scene, args.oracle_noise, args.seed)
+    else:
+        predictor = _network_predictor(args.model, args.device)
+    if args.no_occupancy:
+        config.clustering.use_occupancy = False
+    result = segment_points(scene.xyz, scene.rgb, predictor, config)
+    # One row per row of the input file: points dropped for NaN coordinates get no label.
+    PredictionFile(semantic=scene.to_source(result.semantic, 0),
+                   instance=scene.to_source(result.instance, -1),
+                   instance_ids=np.arange(result.num_instances, dtype=np.int32),
+                   instance_labels=result.instance_labels,
+                   instance_scores=result.instance_scores).save(args.out)
+    print(f"{scene.name}: {scene.num_points} points, {result.num_voxels} voxels, "
+          f"{result.num_supervoxels} super-voxels, {result.num_instances} instances "
+          f"({args.predictions} predictions)")
+    labels, counts = np.unique(result.instance_labels, return_counts=True)
+    for label, count in zip(labels, counts):
+        print(f"  {label_name(label):<16} {count:3d}")
+    print("  " + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in result.timings_s.items()))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .core.evaluation import evaluate_scenes, format_table
+
+    if len(args.pred) != len(args.gt):
+        raise SceneError(f"{len(args.pred)} prediction files but {len(args.gt)} ground truths")
+    scenes = []
+    for pred_path, gt_path in zip(args.pred, args.gt):
+        pred = PredictionFile.load(pred_path)
+        gt = load_scene(gt_path)
+        if not gt.has_ground_truth:
+            raise SceneError(f"{gt_path}: no 'semantic' and 'instance' ground truth")
+        if gt.source_points != pred.semantic.shape[0]:
+            raise SceneError(f"{pred_path} has {pred.semantic.shape[0]} points but {gt_path} "
+                             f"has {gt.source_points}")
+        scenes.append((gt.semantic, gt.instance, gt.from_source(pred.instance),
+                       pred.instance_labels, pred.instance_scores))
+    result = evaluate_scenes(scenes)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_table(result))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .core.bench import run_benchmark
+
+    print(run_benchmark(args.scenes, model=args.model, device=args.device,
+                        repeat=args.repeat, include_generated=not args.no_generated,
+                        config=_pipeline_config(args.params_file)))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .core.scene import save_scene
+    from .core.synthetic import generate_room
+
+    scene = generate_room(args.seed)
+    save_scene(args.out, scene)
+    print(f"wrote {args.out}: {scene.num_points} points, "
+          f"{np.unique(scene.instance).size} instances")
+    return 0
+
+
+COMMANDS = {"segment": cmd_segment, "evaluate": cmd_evaluate, "bench": cmd_bench,
+            "generate": cmd_generate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, OSError) as exc:  # SceneError and CheckpointError are ValueErrors
+        if args.verbose:
+            raise
+        print(f"occuseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

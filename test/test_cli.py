@@ -1,0 +1,126 @@
+"""The ``occuseg`` command, run as a user runs it: a real process, real files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from occuseg_ros.core.scene import PredictionFile, load_scene, save_scene
+from occuseg_ros.core.synthetic import generate_room
+
+
+def occuseg(*args, check=True):
+    script = Path(sys.executable).with_name("occuseg")
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "occuseg_ros.cli"]
+    proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ))
+    if check and proc.returncode != 0:
+        raise AssertionError(f"occuseg {args} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def _scores(stdout):
+    last = stdout.strip().splitlines()[-1].split()
+    assert last[0::2] == ["AP", "AP50", "AP25"], last
+    return dict(zip(last[0::2], map(float, last[1::2])))
+
+
+def test_oracle_segment_then_evaluate_real_scene(scannet_scene_path, tmp_path):
+    occuseg("segment", scannet_scene_path, "--out", tmp_path / "full.npz",
+            "--predictions", "oracle", "--oracle-noise", "0.05")
+    occuseg("segment", scannet_scene_path, "--out", tmp_path / "noocc.npz",
+            "--predictions", "oracle", "--oracle-noise", "0.05", "--no-occupancy")
+    full = _scores(occuseg("evaluate", "--pred", tmp_path / "full.npz",
+                           "--gt", scannet_scene_path).stdout)
+    without = _scores(occuseg("evaluate", "--pred", tmp_path / "noocc.npz",
+                              "--gt", scannet_scene_path).stdout)
+    assert full["AP50"] >= 0.9
+    assert full["AP"] >= without["AP"]
+    pred = PredictionFile.load(tmp_path / "full.npz")
+    assert pred.semantic.shape == (load_scene(scannet_scene_path).num_points,)
+
+
+def test_network_segment_with_a_checkpoint_and_json_evaluate(tmp_path):
+    import torch
+
+    from occuseg_ros.core.checkpoint import save_checkpoint
+    from occuseg_ros.core.labels import SCANNET20_IDS
+    from occuseg_ros.core.model import NetworkConfig, OccuSegNet
+
+    torch.manual_seed(0)
+    model = OccuSegNet(NetworkConfig(base_channels=8, num_levels=3))
+    save_checkpoint(tmp_path / "tiny.pt", model, np.array(SCANNET20_IDS), 0.02)
+    scene = generate_room(4)
+    save_scene(tmp_path / "room.npz", scene)
+    out = occuseg("segment", tmp_path / "room.npz", "--out", tmp_path / "pred.npz",
+                  "--model", tmp_path / "tiny.pt", "--device", "cpu")
+    assert "network predictions" in out.stdout
+    pred = PredictionFile.load(tmp_path / "pred.npz")
+    assert pred.semantic.shape == (scene.num_points,)
+    assert set(np.unique(pred.semantic)) <= set(SCANNET20_IDS)
+    result = json.loads(occuseg("evaluate", "--pred", tmp_path / "pred.npz",
+                                "--gt", tmp_path / "room.npz", "--json").stdout)
+    assert {"ap", "ap50", "ap25", "per_class"} <= set(result)
+
+
+def test_generate_and_bench(tmp_path):
+    out = occuseg("generate", "--seed", "9", "--out", tmp_path / "g.npz")
+    assert "wrote" in out.stdout
+    scene = load_scene(tmp_path / "g.npz")
+    np.testing.assert_array_equal(scene.xyz, generate_room(9).xyz)
+    small = generate_room(9)
+    keep = small.xyz[:, 0] < 1.5
+    save_scene(tmp_path / "small.npz", type(small)(small.xyz[keep], small.rgb[keep],
+                                                  small.semantic[keep], small.instance[keep]))
+    table = occuseg("bench", "--no-generated", "--repeat", "1", tmp_path / "small.npz").stdout
+    assert "machine:" in table
+    header = [c.strip() for c in table.splitlines()[4].split("|")[1:-1]]
+    assert header[-5:] == ["voxelise ms", "network ms", "supervoxels ms", "clustering ms",
+                           "total ms"]
+    row = [c.strip() for c in table.splitlines()[6].split("|")[1:-1]]
+    assert row[0] == "scene" and int(row[1]) == int(keep.sum())
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "mismatch", "no_gt_oracle", "bad_model"])
+def test_bad_input_gives_a_clear_error(tmp_path, case):
+    scene_path = tmp_path / "s.npz"
+    xyz = np.random.default_rng(0).random((50, 3)).astype(np.float32)
+    args = ["segment", scene_path, "--out", tmp_path / "p.npz", "--predictions", "oracle"]
+    expected = {"missing": "scene file not found", "empty": "no points",
+                "mismatch": "'rgb' has shape", "no_gt_oracle": "needs 'semantic'",
+                "bad_model": "not a readable checkpoint"}[case]
+    if case == "empty":
+        np.savez(scene_path, xyz=np.zeros((0, 3), np.float32), rgb=np.zeros((0, 3), np.uint8))
+    elif case == "mismatch":
+        np.savez(scene_path, xyz=xyz, rgb=np.zeros((49, 3), np.uint8))
+    elif case in ("no_gt_oracle", "bad_model"):
+        np.savez(scene_path, xyz=xyz, rgb=np.zeros((50, 3), np.uint8))
+    if case == "bad_model":
+        (tmp_path / "m.pt").write_bytes(b"garbage")
+        args = ["segment", scene_path, "--out", tmp_path / "p.npz", "--model", tmp_path / "m.pt"]
+    proc = occuseg(*args, check=False)
+    assert proc.returncode == 2
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_nan_points_are_dropped_with_a_warning(tmp_path):
+    scene = generate_room(3)
+    xyz = scene.xyz.copy()
+    xyz[::100] = np.nan
+    np.savez(tmp_path / "nan.npz", xyz=xyz, rgb=scene.rgb, semantic=scene.semantic,
+             instance=scene.instance)
+    proc = occuseg("segment", tmp_path / "nan.npz", "--out", tmp_path / "p.npz",
+                   "--predictions", "oracle")
+    assert "NaN or Inf" in proc.stderr
+    pred = PredictionFile.load(tmp_path / "p.npz")
+    assert pred.semantic.shape == (scene.num_points,)  # one row per input row
+    dropped = np.isnan(xyz).any(axis=1)
+    assert (pred.instance[dropped] == -1).all() and (pred.semantic[dropped] == 0).all()
+    scores = _scores(occuseg("evaluate", "--pred", tmp_path / "p.npz",
+                             "--gt", tmp_path / "nan.npz").stdout)
+    assert scores["AP50"] > 0.9
