@@ -82,7 +82,7 @@ def test_generate_and_bench(tmp_path):
     assert header[-5:] == ["voxelise ms", "network ms", "supervoxels ms", "clustering ms",
                            "total ms"]
     row = [c.strip() for c in table.splitlines()[6].split("|")[1:-1]]
-    assert row[0] == "scene" and int(row[1]) == int(keep.sum())
+    assert row[0] == "small" and int(row[1]) == int(keep.sum())
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "mismatch", "no_gt_oracle", "bad_model"])

@@ -57,3 +57,21 @@ def test_predictor_size_mismatch_is_an_error():
 
     with pytest.raises(ValueError, match="rows for"):
         segment_points(scene.xyz, scene.rgb, wrong)
+
+
+def test_shipped_parameter_file_matches_defaults_and_is_validated(tmp_path):
+    from conftest import REPO_ROOT
+
+    shipped = PipelineConfig.from_yaml(REPO_ROOT / "config" / "occuseg.yaml")
+    assert shipped.to_params() == PipelineConfig().to_params()
+    assert PipelineConfig.from_params({"merge_threshold": 0.7}).clustering.merge_threshold == 0.7
+    with pytest.raises(ValueError, match="unknown parameters"):
+        PipelineConfig.from_params({"merge_treshold": 0.7})
+    with pytest.raises(ValueError, match="must be bool"):
+        PipelineConfig.from_params({"use_occupancy": "yes"})
+    with pytest.raises(ValueError, match="r_min < r_max"):
+        PipelineConfig.from_params({"occupancy_ratio_min": 3.0})
+    # A node-specific file: other nodes' and unknown keys of other sections are ignored.
+    (tmp_path / "p.yaml").write_text(
+        "occuseg_node:\n  ros__parameters:\n    voxel_size_m: 0.03\n    segment_rate_hz: 2.0\n")
+    assert PipelineConfig.from_yaml(tmp_path / "p.yaml").voxel_size_m == 0.03
