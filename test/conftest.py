@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,3 +27,12 @@ def scannet_scene_path() -> Path:
     if not path.is_file():
         pytest.skip(f"real ScanNet scene not available at {path} (../shared is absent)")
     return path
+
+
+@pytest.fixture
+def two_threads():
+    """Run the test with torch at 2 threads (where spconv's own CPU kernels race)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)

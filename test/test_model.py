@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -17,12 +16,8 @@ from occuseg_ros.core.voxels import VoxelGrid, voxelize
 SMALL = NetworkConfig(base_channels=8, num_levels=3, num_classes=5, embedding_dim=4)
 
 
-@pytest.fixture(autouse=True)
-def two_threads() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+# spconv's own CPU forward races at 2+ threads; everything here must hold at 2.
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 def box_surface(seed: int = 0, size_m: tuple[float, float, float] = (0.6, 0.5, 0.4),

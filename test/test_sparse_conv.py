@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 import spconv.pytorch as spconv
@@ -20,13 +19,8 @@ install_cpu_sparse_conv()
 GRID = 14  # even, so the k2 s2 convolution halves it exactly
 
 
-@pytest.fixture(autouse=True)
-def two_threads() -> Iterator[None]:
-    """spconv's own CPU forward races at 2+ threads; everything here must hold at 2."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+# spconv's own CPU forward races at 2+ threads; everything here must hold at 2.
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 def random_sparse(num: int, channels: int, grid: int = GRID, seed: int = 0,

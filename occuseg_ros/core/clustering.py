@@ -266,6 +266,23 @@ def _heap_swap(hw: np.ndarray, ha: np.ndarray, hb: np.ndarray, hva: np.ndarray,
 
 
 @numba.njit(cache=True)
+def _sift_down(hw: np.ndarray, ha: np.ndarray, hb: np.ndarray, hva: np.ndarray,
+               hvb: np.ndarray, x: int, size: int) -> None:
+    """Restore the heap order below entry ``x`` of a heap of ``size`` entries."""
+    while True:
+        best = x
+        left = 2 * x + 1
+        if left < size and _before(hw, ha, hb, left, best):
+            best = left
+        if left + 1 < size and _before(hw, ha, hb, left + 1, best):
+            best = left + 1
+        if best == x:
+            return
+        _heap_swap(hw, ha, hb, hva, hvb, x, best)
+        x = best
+
+
+@numba.njit(cache=True)
 def _greedy_kernel(count: np.ndarray, cen: np.ndarray, emb: np.ndarray, bw: np.ndarray,
                    occ: np.ndarray, edges: np.ndarray, threshold: float, r_floor: float,
                    use_occupancy: bool) -> np.ndarray:
@@ -332,18 +349,7 @@ def _greedy_kernel(count: np.ndarray, cen: np.ndarray, emb: np.ndarray, bw: np.n
                 size += 1
     # Heapify.
     for start in range(size // 2 - 1, -1, -1):
-        x = start
-        while True:
-            best = x
-            left = 2 * x + 1
-            if left < size and _before(hw, ha, hb, left, best):
-                best = left
-            if left + 1 < size and _before(hw, ha, hb, left + 1, best):
-                best = left + 1
-            if best == x:
-                break
-            _heap_swap(hw, ha, hb, hva, hvb, x, best)
-            x = best
+        _sift_down(hw, ha, hb, hva, hvb, start, size)
 
     merge_id = 0
     while size > 0:
@@ -355,18 +361,7 @@ def _greedy_kernel(count: np.ndarray, cen: np.ndarray, emb: np.ndarray, bw: np.n
         size -= 1
         if size > 0:
             _heap_swap(hw, ha, hb, hva, hvb, 0, size)
-            x = 0
-            while True:
-                best = x
-                left = 2 * x + 1
-                if left < size and _before(hw, ha, hb, left, best):
-                    best = left
-                if left + 1 < size and _before(hw, ha, hb, left + 1, best):
-                    best = left + 1
-                if best == x:
-                    break
-                _heap_swap(hw, ha, hb, hva, hvb, x, best)
-                x = best
+            _sift_down(hw, ha, hb, hva, hvb, 0, size)
         if not (alive[a] and alive[b] and version[a] == va and version[b] == vb):
             continue  # stale: an endpoint changed since this weight was computed
         # Merge b into a (a < b): the union's statistics are voxel-count-weighted means.

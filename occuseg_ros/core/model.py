@@ -16,6 +16,7 @@ build's broken backward and its multi-threaded forward race.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -29,6 +30,10 @@ from torch import nn
 from occuseg_ros.core.sparse_conv import install_cpu_sparse_conv
 
 install_cpu_sparse_conv()
+# spconv's SparseConvTensor is an fx-proxyable class, so every construction asks
+# torch.fx whether it is tracing; torch 2.13 answers with a deprecation warning meant for
+# tracing code. We never trace: keep that one logger quiet.
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 #: Added to the softplus of the bandwidth head so that the bandwidths that divide distances
 #: (paper eqs. 8 and 14) stay away from zero.
