@@ -68,11 +68,52 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="scene .npz to write")
 
 
+def _seed_range(text: str) -> tuple[int, int]:
+    """``A:B`` -> (A, B), the seeds A..B-1."""
+    try:
+        lo, hi = (int(x) for x in text.split(":"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected FIRST:END seeds, got {text!r}") from exc
+    if hi <= lo:
+        raise argparse.ArgumentTypeError(f"empty seed range {text!r}")
+    return lo, hi
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .core.training import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train the network (Adam, eq. 1) on generated rooms or "
+                                     "scene files; resumable; torchrun for several GPUs")
+    p.add_argument("--out", type=Path, default=Path(d.out_dir), help="output directory")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="scenes per step")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam's initial learning rate")
+    p.add_argument("--crop-m", type=float, default=d.crop_m,
+                   help="side of the random square training crop in metres (0: whole scenes)")
+    p.add_argument("--train-seeds", type=_seed_range, default=d.train_seeds,
+                   metavar="FIRST:END", help="generated training rooms")
+    p.add_argument("--val-seeds", type=_seed_range, default=d.val_seeds,
+                   metavar="FIRST:END", help="generated validation rooms")
+    p.add_argument("--train-files", type=Path, nargs="+", default=[],
+                   help="scene files to train on instead of generated rooms")
+    p.add_argument("--val-files", type=Path, nargs="+", default=[],
+                   help="scene files to validate on instead of generated rooms")
+    p.add_argument("--val-every", type=int, default=d.val_every,
+                   help="steps between validation and checkpoints")
+    p.add_argument("--base-channels", type=int, default=d.network["base_channels"])
+    p.add_argument("--num-levels", type=int, default=d.network["num_levels"])
+    p.add_argument("--embedding-dim", type=int, default=d.network["embedding_dim"])
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="occuseg", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_segment, _add_evaluate, _add_bench, _add_generate):
+    for add in (_add_segment, _add_evaluate, _add_bench, _add_generate, _add_train):
         add(sub)
     return parser
 
@@ -178,8 +219,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .core.checkpoint import resolve_device
+    from .core.model import NetworkConfig
+    from .core.training import TrainConfig, train
+
+    network = NetworkConfig(base_channels=args.base_channels, num_levels=args.num_levels,
+                            embedding_dim=args.embedding_dim)
+    config = TrainConfig(out_dir=str(args.out), steps=args.steps, batch_size=args.batch_size,
+                         lr=args.lr, crop_m=args.crop_m, train_seeds=args.train_seeds,
+                         val_seeds=args.val_seeds,
+                         train_files=[str(f) for f in args.train_files],
+                         val_files=[str(f) for f in args.val_files], val_every=args.val_every,
+                         network=network.to_dict(), seed=args.seed)
+    best = train(config, resolve_device(args.device), resume=args.resume)
+    print(f"best checkpoint: {best}")
+    return 0
+
+
 COMMANDS = {"segment": cmd_segment, "evaluate": cmd_evaluate, "bench": cmd_bench,
-            "generate": cmd_generate}
+            "generate": cmd_generate, "train": cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
