@@ -68,6 +68,24 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="scene .npz to write")
 
 
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="score a model on held-out generated rooms (or scene "
+                                        "files): AP table and occupancy accuracy (eq. 11)")
+    p.add_argument("--seeds", type=_seed_range, default=(100_000, 100_020), metavar="FIRST:END",
+                   help="generated rooms to score (default: 20 seeds never used in training)")
+    p.add_argument("--files", type=Path, nargs="+", default=[],
+                   help="scene files with ground truth instead of generated rooms")
+    p.add_argument("--model", type=Path, default=None,
+                   help="checkpoint (default: the shipped model in models/)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--predictions", choices=("network", "oracle"), default="network")
+    p.add_argument("--oracle-noise", type=float, default=0.0, metavar="SIGMA")
+    p.add_argument("--no-occupancy", action="store_true",
+                   help="r = 1 in eq. (14) and no r filter (Table 6, 'w/o occupancy')")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_params_file(p)
+
+
 def _seed_range(text: str) -> tuple[int, int]:
     """``A:B`` -> (A, B), the seeds A..B-1."""
     try:
@@ -113,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="occuseg", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_segment, _add_evaluate, _add_bench, _add_generate, _add_train):
+    for add in (_add_segment, _add_evaluate, _add_bench, _add_generate, _add_train,
+                _add_validate):
         add(sub)
     return parser
 
@@ -237,8 +256,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .core.evaluation import format_table
+    from .core.synthetic import generate_room
+    from .core.validation import OCCUPANCY_TOLERANCE, validate_scenes
+
+    config = _pipeline_config(args.params_file)
+    if args.no_occupancy:
+        config.clustering.use_occupancy = False
+    scenes = ([load_scene(f) for f in args.files] if args.files
+              else (generate_room(seed) for seed in range(*args.seeds)))
+    if args.predictions == "oracle":
+        make = lambda scene: _oracle_predictor(scene, args.oracle_noise, 0)
+    else:
+        network = _network_predictor(args.model, args.device)
+        make = lambda scene: network
+    result = validate_scenes(scenes, make, config)
+    errors = result.occupancy_errors
+    if args.json:
+        print(json.dumps({**result.metrics.to_dict(),
+                          "occupancy_accuracy": result.occupancy_accuracy,
+                          "occupancy_instances": int(errors.size)}, indent=2))
+    else:
+        print(f"occupancy: R_c < {OCCUPANCY_TOLERANCE} for "
+              f"{int((errors < OCCUPANCY_TOLERANCE).sum())} of {errors.size} instances "
+              f"({result.occupancy_accuracy:.1%})")
+        print(format_table(result.metrics))
+    return 0
+
+
 COMMANDS = {"segment": cmd_segment, "evaluate": cmd_evaluate, "bench": cmd_bench,
-            "generate": cmd_generate, "train": cmd_train}
+            "generate": cmd_generate, "train": cmd_train, "validate": cmd_validate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

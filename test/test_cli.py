@@ -124,3 +124,12 @@ def test_nan_points_are_dropped_with_a_warning(tmp_path):
     scores = _scores(occuseg("evaluate", "--pred", tmp_path / "p.npz",
                              "--gt", tmp_path / "nan.npz").stdout)
     assert scores["AP50"] > 0.9
+
+
+def test_validate_prints_occupancy_and_ap():
+    out = occuseg("validate", "--seeds", "100000:100001", "--predictions", "oracle").stdout
+    assert "occupancy: R_c < 0.3 for" in out
+    assert _scores(out)["AP50"] >= 0.9
+    result = json.loads(occuseg("validate", "--seeds", "100000:100001", "--predictions",
+                                "oracle", "--no-occupancy", "--json").stdout)
+    assert result["occupancy_accuracy"] == 1.0 and result["ap50"] is not None

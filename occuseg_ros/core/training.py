@@ -24,13 +24,13 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import NetworkPredictor, load_checkpoint, save_checkpoint
-from .evaluation import EvaluationResult, evaluate_scenes
 from .labels import SCANNET20_IDS, STUFF_IDS
 from .losses import IGNORE_INDEX, LossConfig, joint_loss
 from .model import NetworkConfig, OccuSegNet, collate
-from .pipeline import PipelineConfig, segment_points
+from .pipeline import PipelineConfig
 from .scene import Scene, load_scene
 from .synthetic import generate_room
+from .validation import ValidationResult, validate_scenes
 from .voxels import majority_vote, voxelize
 
 
@@ -197,20 +197,16 @@ def batch_loss(model: torch.nn.Module, samples: Sequence[Sample], device: torch.
 
 
 def validate(model: OccuSegNet, scenes: Sequence[Scene], voxel_size_m: float,
-             device: torch.device) -> EvaluationResult:
-    """ScanNet AP of the whole method (network + clustering) on whole scenes.
+             device: torch.device) -> ValidationResult:
+    """ScanNet AP and occupancy accuracy of the whole method on whole scenes.
 
     The model is put in eval mode for this and back in train mode afterwards.
     """
     predictor = NetworkPredictor(model, np.array(SCANNET20_IDS), voxel_size_m, device)
-    config = PipelineConfig(voxel_size_m=voxel_size_m)
-    rows = []
-    for scene in scenes:
-        result = segment_points(scene.xyz, scene.rgb, predictor, config)
-        rows.append((scene.semantic, scene.instance, result.instance, result.instance_labels,
-                     result.instance_scores))
+    result = validate_scenes(scenes, lambda scene: predictor,
+                             PipelineConfig(voxel_size_m=voxel_size_m))
     model.train()
-    return evaluate_scenes(rows)
+    return result
 
 
 class Progress:
@@ -300,7 +296,8 @@ def train(config: TrainConfig, device: torch.device, resume: Path | None = None,
         if rank == 0:
             progress.update(step, terms["total"], scheduler.get_last_lr()[0])
         if rank == 0 and ((step + 1) % config.val_every == 0 or step + 1 == config.steps):
-            metrics = validate(model, val_scenes, config.voxel_size_m, device)
+            validation = validate(model, val_scenes, config.voxel_size_m, device)
+            metrics = validation.metrics
             improved = metrics.ap50 > best_ap50
             best_ap50 = max(best_ap50, metrics.ap50)
             extra = {"optimizer": optimiser.state_dict(), "step": step + 1,
@@ -313,12 +310,14 @@ def train(config: TrainConfig, device: torch.device, resume: Path | None = None,
                                 config.voxel_size_m, extra)
             with open(out_dir / "log.tsv", "a", encoding="utf-8") as fh:
                 fh.write(f"{step + 1}\t{terms['total']:.4f}\t{metrics.ap:.4f}\t"
-                         f"{metrics.ap50:.4f}\t{metrics.ap25:.4f}\n")
+                         f"{metrics.ap50:.4f}\t{metrics.ap25:.4f}\t"
+                         f"{validation.occupancy_accuracy:.4f}\n")
             progress.close()
             log(f"step {step + 1}: loss {terms['total']:.3f} "
                 + " ".join(f"{k} {v:.3f}" for k, v in terms.items() if k != "total")
                 + f" | validation AP {metrics.ap:.3f} AP50 {metrics.ap50:.3f} "
-                f"AP25 {metrics.ap25:.3f}{' (best)' if improved else ''}")
+                f"AP25 {metrics.ap25:.3f} R_c<0.3 {validation.occupancy_accuracy:.2f}"
+                f"{' (best)' if improved else ''}")
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
