@@ -86,6 +86,15 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     _add_params_file(p)
 
 
+def _add_scannet(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scannet", help="convert ScanNet v2 scans (vh_clean_2.ply, segs.json, "
+                                       "aggregation.json) into scene .npz files")
+    p.add_argument("scene_dirs", type=Path, nargs="+", help="ScanNet scene directories")
+    p.add_argument("--out", type=Path, required=True, help="directory for the .npz files")
+    p.add_argument("--label-map", type=Path, default=None,
+                   help="scannetv2-labels.combined.tsv (default: found beside the scans)")
+
+
 def _seed_range(text: str) -> tuple[int, int]:
     """``A:B`` -> (A, B), the seeds A..B-1."""
     try:
@@ -132,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_segment, _add_evaluate, _add_bench, _add_generate, _add_train,
-                _add_validate):
+                _add_validate, _add_scannet):
         add(sub)
     return parser
 
@@ -285,8 +294,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scannet(args: argparse.Namespace) -> int:
+    from .core.scannet import convert_scannet
+
+    for path in convert_scannet(args.scene_dirs, args.out, args.label_map):
+        print(f"wrote {path}")
+    return 0
+
+
 COMMANDS = {"segment": cmd_segment, "evaluate": cmd_evaluate, "bench": cmd_bench,
-            "generate": cmd_generate, "train": cmd_train, "validate": cmd_validate}
+            "generate": cmd_generate, "train": cmd_train, "validate": cmd_validate,
+            "scannet": cmd_scannet}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

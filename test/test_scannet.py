@@ -226,3 +226,16 @@ def test_convert_round_trip(tmp_path):
 def test_missing_scene_directory(tmp_path):
     with pytest.raises(SceneError, match="scene directory not found"):
         load_scannet_scene(tmp_path / SCENE)
+
+
+def test_occuseg_scannet_command_converts_a_scan(tmp_path):
+    from test_cli import occuseg
+
+    scene_dir, _ = _write_scan(tmp_path / "scans")
+    _write_tsv(tmp_path / "scans")  # found one level above the scan
+    out = occuseg("scannet", scene_dir, "--out", tmp_path / "npz")
+    assert f"wrote {tmp_path / 'npz' / SCENE}.npz" in out.stdout
+    np.testing.assert_array_equal(load_scene(tmp_path / "npz" / f"{SCENE}.npz").instance,
+                                  WANT_INSTANCE)
+    missing = occuseg("scannet", tmp_path / "nowhere", "--out", tmp_path / "npz", check=False)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
