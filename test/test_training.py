@@ -47,7 +47,7 @@ def test_loss_falls_on_two_tiny_rooms():
     model = OccuSegNet(NetworkConfig.from_dict(TINY))
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    for _ in range(12):
+    for _ in range(30):
         loss, terms = batch_loss(model, samples, torch.device("cpu"), LossConfig())
         optimiser.zero_grad()
         loss.backward()
