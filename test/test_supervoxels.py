@@ -10,7 +10,7 @@ import pytest
 from occuseg_ros.core import supervoxels as sv_mod
 from occuseg_ros.core.supervoxels import (SupervoxelConfig, build_supervoxels,
                                           estimate_normals, felzenszwalb, graph_edges,
-                                          segment_supervoxels, split_by_label,
+                                          Guide, segment_supervoxels, split_by_label,
                                           supervoxel_adjacency, voxel_knn)
 from occuseg_ros.core.voxels import majority_vote, voxel_neighbors, voxelize
 
@@ -359,3 +359,28 @@ def test_build_supervoxels_cuts_along_labels():
     assert np.unique(cut.supervoxel).size == 2
     assert cut.adjacency.tolist() == [[0, 1]]
     assert (cut.supervoxel == labels).all()
+
+
+def test_guide_cuts_flush_identical_units():
+    # Two identical cabinets side by side form one flat, uniformly coloured front: geometry
+    # cannot tell them apart, the predicted embeddings can.
+    coords = np.array([(x, 0, z) for x in range(30) for z in range(15)], np.int32)
+    rgb = np.full((coords.shape[0], 3), 0.4)
+    neighbors = voxel_knn(coords)
+    normals = estimate_normals(coords, neighbors)
+    left = coords[:, 0] < 15
+    plain = segment_supervoxels(coords, rgb, normals, neighbors)
+    assert np.unique(plain).size == 1
+    embedding = np.where(left[:, None], [0.0, 0.0], [3.0, 0.0])
+    centres = np.where(left[:, None], [0.15, 0.0, 0.15], [0.45, 0.0, 0.15])
+    guide = Guide(embedding, centres, np.tile([1.0, 0.25], (coords.shape[0], 1)))
+    guided = segment_supervoxels(coords, rgb, normals, neighbors, guide=guide)
+    assert np.unique(guided).size == 2
+    assert all(np.unique(guided[side]).size == 1 for side in (left, ~left))
+    # Weight 0 is the paper's purely geometric segmentation.
+    np.testing.assert_array_equal(
+        segment_supervoxels(coords, rgb, normals, neighbors, guide=guide, affinity_weight=0.0),
+        plain)
+    with pytest.raises(ValueError, match="guide arrays"):
+        segment_supervoxels(coords, rgb, normals, neighbors,
+                            guide=Guide(embedding[:-1], centres, guide.bandwidth))

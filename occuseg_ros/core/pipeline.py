@@ -15,7 +15,7 @@ import yaml
 
 from .clustering import ClusteringConfig, cluster_supervoxels
 from .predictions import VoxelPredictions
-from .supervoxels import SupervoxelConfig, build_supervoxels
+from .supervoxels import Guide, SupervoxelConfig, build_supervoxels
 from .voxels import VoxelGrid, voxelize
 
 Predictor = Callable[[VoxelGrid], VoxelPredictions]
@@ -29,6 +29,7 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "supervoxel_min_voxels": ("supervoxels", "min_size"),
     "supervoxel_neighbors": ("supervoxels", "knn"),
     "supervoxel_radius_voxels": ("supervoxels", "max_radius_voxels"),
+    "supervoxel_affinity_weight": ("supervoxels", "affinity_weight"),
     "merge_threshold": ("clustering", "merge_threshold"),
     "occupancy_ratio_min": ("clustering", "r_min"),
     "occupancy_ratio_max": ("clustering", "r_max"),
@@ -154,13 +155,16 @@ def segment_points(xyz: np.ndarray, rgb: np.ndarray, predictor: Predictor,
 
     mark = time.perf_counter()
     voxel_semantic = pred.semantic
-    # Clustering vertices: geometric super-voxels cut along the predicted class.
-    supervoxels = build_supervoxels(grid.coords, grid.rgb, config.supervoxels, voxel_semantic)
+    centres = grid.centers_m + pred.offset_m
+    # Clustering vertices: super-voxels guided by the predicted affinities, cut along the
+    # predicted class (both our additions; see build_supervoxels).
+    supervoxels = build_supervoxels(grid.coords, grid.rgb, config.supervoxels, voxel_semantic,
+                                    Guide(pred.embedding, centres, pred.bandwidth))
     supervoxel, edges = supervoxels.supervoxel, supervoxels.adjacency
     timings["supervoxels"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    clusters = cluster_supervoxels(supervoxel, edges, grid.centers_m + pred.offset_m,
+    clusters = cluster_supervoxels(supervoxel, edges, centres,
                                    pred.embedding, pred.bandwidth, pred.log_occupancy,
                                    voxel_semantic, config.clustering)
     scores = instance_scores(pred, clusters.voxel_instance, clusters.instance_label,
