@@ -27,6 +27,8 @@ from .synthetic import generate_room
 from .voxels import VoxelGrid
 
 STAGES = ("voxelise", "network", "supervoxels", "clustering", "total")
+#: The generated ScanNet-sized room: seed 2 at 6.5-7.5 m gives 78k points (scene0000_00: 81k).
+BENCH_ROOM_SEED, BENCH_ROOM_SIZE_M = 2, (6.5, 7.5)
 
 
 def machine_description(device: torch.device) -> str:
@@ -81,7 +83,8 @@ def run_benchmark(scene_paths: list[Path], model: Path | None = None, device: st
         net = OccuSegNet(NetworkConfig(num_classes=len(SCANNET20_IDS)))
         network = NetworkPredictor(net, np.array(SCANNET20_IDS), 0.02, torch_device)
         model_note = "default network with random weights (no trained model shipped)"
-    scenes = [generate_room(0)] if include_generated else []
+    scenes = ([generate_room(BENCH_ROOM_SEED, size_range_m=BENCH_ROOM_SIZE_M)]
+              if include_generated else [])
     scenes += [load_scene(p) for p in scene_paths]
     if not scenes:
         raise ValueError("nothing to benchmark: give scene files or drop --no-generated")
