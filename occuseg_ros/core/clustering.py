@@ -221,14 +221,10 @@ def supervoxel_statistics(supervoxel: np.ndarray, centers_m: np.ndarray, embeddi
 # --------------------------------------------------------------------------------------------
 
 @numba.njit(cache=True)
-def _weight(i: int, j: int, count: np.ndarray, cen: np.ndarray, emb: np.ndarray,
-            bw: np.ndarray, occ: np.ndarray, r_floor: float, use_occupancy: bool) -> float:
-    # Eq. (14) with sigma_s, sigma_d and r of the virtual super-voxel merging i and j.
-    n = count[i] + count[j]
-    fi = count[i] / n
-    fj = count[j] / n
-    sigma_s = fi * bw[i, 0] + fj * bw[j, 0]
-    sigma_d = fi * bw[i, 1] + fj * bw[j, 1]
+def pair_affinity(emb: np.ndarray, cen: np.ndarray, i: int, j: int, sigma_s: float,
+                  sigma_d: float) -> float:
+    """exp(-(||S_i - S_j|| / sigma_s)^2 - (||D_i - D_j|| / sigma_d)^2): eq. (14) before the
+    occupancy term, for rows i and j of embeddings ``emb`` and centres ``cen`` (metres)."""
     de = 0.0
     for a in range(emb.shape[1]):
         t = emb[i, a] - emb[j, a]
@@ -237,7 +233,19 @@ def _weight(i: int, j: int, count: np.ndarray, cen: np.ndarray, emb: np.ndarray,
     for a in range(3):
         t = cen[i, a] - cen[j, a]
         dd += t * t
-    w = np.exp(-de / (sigma_s * sigma_s) - dd / (sigma_d * sigma_d))
+    return np.exp(-de / (sigma_s * sigma_s) - dd / (sigma_d * sigma_d))
+
+
+@numba.njit(cache=True)
+def _weight(i: int, j: int, count: np.ndarray, cen: np.ndarray, emb: np.ndarray,
+            bw: np.ndarray, occ: np.ndarray, r_floor: float, use_occupancy: bool) -> float:
+    # Eq. (14) with sigma_s, sigma_d and r of the virtual super-voxel merging i and j.
+    n = count[i] + count[j]
+    fi = count[i] / n
+    fj = count[j] / n
+    sigma_s = fi * bw[i, 0] + fj * bw[j, 0]
+    sigma_d = fi * bw[i, 1] + fj * bw[j, 1]
+    w = pair_affinity(emb, cen, i, j, sigma_s, sigma_d)
     if use_occupancy:
         # Eq. (13) as actual / predicted voxels (see the module docstring).
         r = n * np.exp(-(fi * occ[i] + fj * occ[j]))

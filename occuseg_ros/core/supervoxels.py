@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .clustering import pair_affinity
+
 #: Weight of the predicted-affinity term (see :func:`segment_supervoxels`); 0 gives the
 #: paper's purely geometric super-voxels.
 DEFAULT_AFFINITY_WEIGHT: float = 0.3
@@ -434,22 +436,13 @@ def _edge_weights_kernel(edges: np.ndarray, rgb: np.ndarray, normals: np.ndarray
 @numba.njit(cache=True)
 def _affinity_kernel(edges: np.ndarray, embedding: np.ndarray, centers: np.ndarray,
                      bandwidth: np.ndarray) -> np.ndarray:
-    # The exponential of eq. (14) between two voxels, with their mean bandwidths.
+    # Eq. (14)'s exponential between the two voxels of each edge, with their mean bandwidths.
     a = np.empty(edges.shape[0], np.float64)
     for e in range(edges.shape[0]):
         i = edges[e, 0]
         j = edges[e, 1]
-        de = 0.0
-        for t in range(embedding.shape[1]):
-            d = embedding[i, t] - embedding[j, t]
-            de += d * d
-        dc = 0.0
-        for t in range(3):
-            d = centers[i, t] - centers[j, t]
-            dc += d * d
-        ss = 0.5 * (bandwidth[i, 0] + bandwidth[j, 0])
-        sd = 0.5 * (bandwidth[i, 1] + bandwidth[j, 1])
-        a[e] = np.exp(-de / (ss * ss) - dc / (sd * sd))
+        a[e] = pair_affinity(embedding, centers, i, j, 0.5 * (bandwidth[i, 0] + bandwidth[j, 0]),
+                             0.5 * (bandwidth[i, 1] + bandwidth[j, 1]))
     return a
 
 
