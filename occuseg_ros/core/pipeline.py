@@ -16,7 +16,7 @@ import yaml
 from .clustering import ClusteringConfig, cluster_supervoxels
 from .predictions import VoxelPredictions
 from .supervoxels import Guide, SupervoxelConfig, build_supervoxels
-from .voxels import VoxelGrid, voxelize
+from .voxels import VoxelGrid, scatter_mean, voxelize
 
 Predictor = Callable[[VoxelGrid], VoxelPredictions]
 
@@ -205,8 +205,7 @@ def instance_scores(pred: VoxelPredictions, voxel_instance: np.ndarray,
     voxel_cols = cols[inst]
     prob = np.where(voxel_cols >= 0,
                     pred.semantic_prob[np.flatnonzero(inside), np.maximum(voxel_cols, 0)], 0.0)
-    counts = np.maximum(np.bincount(inst, minlength=n_inst), 1)
-    score = np.bincount(inst, weights=prob, minlength=n_inst) / counts
+    score = scatter_mean(prob, inst, n_inst)
     if use_occupancy:
         ratio = np.maximum(instance_ratio.astype(np.float64), 1e-6)
         score = score * np.minimum(ratio, 1.0 / ratio)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .voxels import VoxelGrid, majority_vote
+from .voxels import VoxelGrid, majority_vote, scatter_mean
 
 #: The oracle's feature and spatial bandwidths (sigma_s, sigma_d in metres) of eq. (14).
 ORACLE_BANDWIDTH = (1.0, 0.25)
@@ -100,9 +100,7 @@ def oracle_predictions(grid: VoxelGrid, point_semantic: np.ndarray, point_instan
     inst_ids, inst_index = np.unique(instance[has_instance], return_inverse=True)
     centres = grid.centers_m.astype(np.float64)
     counts = np.bincount(inst_index, minlength=inst_ids.size).astype(np.float64)
-    inst_centre = np.stack([np.bincount(inst_index, weights=centres[has_instance, a],
-                                        minlength=inst_ids.size) for a in range(3)], 1)
-    inst_centre /= counts[:, None]
+    inst_centre = scatter_mean(centres[has_instance], inst_index, inst_ids.size)
     offset = np.zeros((m, 3))
     offset[has_instance] = inst_centre[inst_index] - centres[has_instance]
     embed_centres = centre_rng.normal(0.0, ORACLE_EMBEDDING_SPREAD, (inst_ids.size, ORACLE_EMBEDDING_DIM))

@@ -143,12 +143,10 @@ def make_sample(scene: Scene, rng: np.random.Generator, voxel_size_m: float,
         xyz, rgb = augment(scene, rng)
     else:
         xyz, rgb = scene.xyz.astype(np.float64), scene.rgb / 255.0
-    grid = voxelize(xyz, voxel_size_m)
+    grid = voxelize(xyz, voxel_size_m, rgb)
     m = grid.num_voxels
     semantic = majority_vote(scene.semantic, grid.point_to_voxel, m)
     instance = majority_vote(scene.instance, grid.point_to_voxel, m)
-    colour = np.stack([np.bincount(grid.point_to_voxel, weights=rgb[:, k], minlength=m)
-                       for k in range(3)], axis=1) / grid.counts[:, None]
     keep = np.ones(m, bool)
     if crop_m > 0:
         centres = grid.centers_m
@@ -168,7 +166,7 @@ def make_sample(scene: Scene, rng: np.random.Generator, voxel_size_m: float,
                              minlength=ids.size)
         cut = ids[inside < full]
         target_inst[np.isin(target_inst, cut)] = -1
-    return Sample(coords=grid.coords[keep], features=(colour[keep] * 2.0 - 1.0).astype(np.float32),
+    return Sample(coords=grid.coords[keep], features=(grid.rgb[keep] * 2.0 - 1.0).astype(np.float32),
                   positions=grid.centers_m[keep], semantic=target_sem[keep].astype(np.int64),
                   instance=target_inst[keep].astype(np.int64))
 

@@ -17,7 +17,7 @@ from .labels import BENCHMARK_INSTANCE_IDS
 from .pipeline import PipelineConfig, Predictor, segment_points
 from .predictions import VoxelPredictions
 from .scene import Scene
-from .voxels import VoxelGrid, majority_vote
+from .voxels import VoxelGrid, majority_vote, scatter_mean
 
 #: R_c below this counts as a correct occupancy prediction (paper §3.1.2).
 OCCUPANCY_TOLERANCE = 0.3
@@ -33,7 +33,7 @@ def relative_occupancy_errors(grid: VoxelGrid, pred: VoxelPredictions, scene: Sc
     ids, index, counts = np.unique(instance[keep], return_inverse=True, return_counts=True)
     if ids.size == 0:
         return np.zeros(0)
-    mean_log = np.bincount(index, weights=pred.log_occupancy[keep], minlength=ids.size) / counts
+    mean_log = scatter_mean(pred.log_occupancy[keep], index, ids.size)
     return np.abs(counts - np.exp(mean_log)) / counts
 
 
