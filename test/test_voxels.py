@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from occuseg_ros.core.voxels import (NEIGHBOR_OFFSETS_26, majority_vote, scatter_mean,
-                                     voxel_neighbors, voxelize)
+from occuseg_ros.core.voxels import majority_vote, scatter_mean, voxelize
 
 
 def test_voxelize_round_trip_and_colour_mean():
@@ -32,16 +31,6 @@ def test_voxelize_rejects_bad_input():
         voxelize(np.zeros((1, 3)), 0.0)
     with pytest.raises(ValueError, match="rgb"):
         voxelize(np.zeros((2, 3)), 0.02, np.zeros((3, 3), np.uint8))
-
-
-def test_neighbors_match_brute_force():
-    rng = np.random.default_rng(0)
-    coords = np.unique(rng.integers(-4, 4, (300, 3)), axis=0).astype(np.int32)
-    nbr = voxel_neighbors(coords)
-    lookup = {tuple(c): i for i, c in enumerate(coords.tolist())}
-    for i, c in enumerate(coords):
-        for k, off in enumerate(NEIGHBOR_OFFSETS_26):
-            assert nbr[i, k] == lookup.get(tuple((c + off).tolist()), -1)
 
 
 def test_scatter_mean_and_majority_vote():

@@ -374,8 +374,7 @@ def estimate_normals(coords: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
 
     Args:
         coords: (M, 3) integer voxel coordinates.
-        neighbors: (M, K) int32 neighbour indices, -1 for none (e.g. :func:`voxel_knn` or
-            :func:`occuseg_ros.core.voxels.voxel_neighbors`).
+        neighbors: (M, K) int32 neighbour indices, -1 for none (e.g. :func:`voxel_knn`).
 
     Returns:
         (M, 3) float32 unit normals.
@@ -508,7 +507,7 @@ def graph_edges(neighbors: np.ndarray) -> np.ndarray:
 
     Args:
         neighbors: (M, K) int32 neighbour indices, -1 for none; a row lists each
-            neighbour at most once (as :func:`voxel_knn` and ``voxel_neighbors`` do).
+            neighbour at most once (as :func:`voxel_knn` does).
 
     Returns:
         (E, 2) int32 edges, in order of their first listing.

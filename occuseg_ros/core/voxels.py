@@ -11,16 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: The 26 neighbour offsets of a voxel, in row-major (dx, dy, dz) order, centre excluded.
-NEIGHBOR_OFFSETS_26: np.ndarray = np.array(
-    [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)
-     if (dx, dy, dz) != (0, 0, 0)], dtype=np.int64)
-
-#: The 6 face neighbours.
-NEIGHBOR_OFFSETS_6: np.ndarray = np.array(
-    [(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)], dtype=np.int64)
-
-
 @dataclass
 class VoxelGrid:
     """A sparse voxel grid built from a point cloud.
@@ -56,9 +46,6 @@ class VoxelGrid:
 
 def pack_coords(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pack (M, 3) integer coordinates into sortable int64 keys.
-
-    The packing leaves one empty cell on every side, so a key shifted by any offset in
-    {-1, 0, 1}^3 is the key of that neighbour (or of no voxel), never of a wrong voxel.
 
     Returns:
         keys (M,) int64, the per-axis origin (3,) int64 and the per-axis extent (3,) int64.
@@ -160,32 +147,3 @@ def majority_vote(labels: np.ndarray, index: np.ndarray, size: int) -> np.ndarra
     out[group[winners]] = values[pair_ids[winners] % values.size]
     return out
 
-
-def voxel_neighbors(coords: np.ndarray, offsets: np.ndarray = NEIGHBOR_OFFSETS_26) -> np.ndarray:
-    """Index of each voxel's neighbour at every offset, -1 where that voxel is empty.
-
-    Args:
-        coords: (M, 3) unique integer voxel coordinates.
-        offsets: (K, 3) integer offsets, each component in {-1, 0, 1}.
-
-    Returns:
-        (M, K) int32 neighbour indices into ``coords``.
-    """
-    offsets = np.asarray(offsets, dtype=np.int64)
-    if offsets.ndim != 2 or offsets.shape[1] != 3 or np.abs(offsets).max(initial=0) > 1:
-        raise ValueError("offsets must be (K, 3) with components in {-1, 0, 1}")
-    keys, _, extent = pack_coords(coords)
-    m = keys.size
-    out = np.full((m, offsets.shape[0]), -1, np.int32)
-    if m == 0:
-        return out
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    strides = np.array([extent[1] * extent[2], extent[2], 1], np.int64)
-    for k, delta in enumerate(offsets @ strides):
-        target = keys + delta
-        pos = np.searchsorted(sorted_keys, target)
-        pos_clipped = np.minimum(pos, m - 1)
-        hit = sorted_keys[pos_clipped] == target
-        out[hit, k] = order[pos_clipped[hit]]
-    return out
