@@ -106,6 +106,16 @@ def _seed_range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _loss_setting(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}") from None
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from .core.training import TrainConfig
 
@@ -128,6 +138,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="scene files to validate on instead of generated rooms")
     p.add_argument("--val-every", type=int, default=d.val_every,
                    help="steps between validation and checkpoints")
+    p.add_argument("--voxel-size-m", type=float, default=d.voxel_size_m,
+                   help="voxel edge in metres; stored in the checkpoint, which then sets it "
+                        "for segmentation")
+    p.add_argument("--loss", type=_loss_setting, action="append", default=[],
+                   metavar="NAME=VALUE", help="a LossConfig field, e.g. regularisation_weight=1 "
+                   f"(default {d.loss}); repeatable")
     p.add_argument("--base-channels", type=int, default=d.network["base_channels"])
     p.add_argument("--num-levels", type=int, default=d.network["num_levels"])
     p.add_argument("--embedding-dim", type=int, default=d.network["embedding_dim"])
@@ -136,12 +152,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
+def _add_node(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("node", help="run the ROS 2 segmentation node (as ros2 run occuseg_ros "
+                                    "occuseg_node); arguments after --ros-args go to ROS")
+    p.add_argument("--params-file", type=Path, default=None,
+                   help="ROS 2 parameter YAML (default: the shipped config/occuseg.yaml)")
+    p.add_argument("--model", type=Path, default=None, help="checkpoint (default: models/)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.epilog = "ROS arguments follow --ros-args: remappings (-r a:=b), -p name:=value, ..."
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="occuseg", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_segment, _add_evaluate, _add_bench, _add_generate, _add_train,
-                _add_validate, _add_scannet):
+                _add_validate, _add_scannet, _add_node):
         add(sub)
     return parser
 
@@ -183,6 +209,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         predictor = _oracle_predictor(scene, args.oracle_noise, args.seed)
     else:
         predictor = _network_predictor(args.model, args.device)
+        config.voxel_size_m = predictor.voxel_size_m  # the model was trained at its voxel size
     if args.no_occupancy:
         config.clustering.use_occupancy = False
     result = segment_points(scene.xyz, scene.rgb, predictor, config)
@@ -259,7 +286,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                          val_seeds=args.val_seeds,
                          train_files=[str(f) for f in args.train_files],
                          val_files=[str(f) for f in args.val_files], val_every=args.val_every,
-                         network=network.to_dict(), seed=args.seed)
+                         voxel_size_m=args.voxel_size_m, network=network.to_dict(),
+                         loss={**TrainConfig().loss, **dict(args.loss)}, seed=args.seed)
     best = train(config, resolve_device(args.device), resume=args.resume)
     print(f"best checkpoint: {best}")
     return 0
@@ -279,6 +307,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         make = lambda scene: _oracle_predictor(scene, args.oracle_noise, 0)
     else:
         network = _network_predictor(args.model, args.device)
+        config.voxel_size_m = network.voxel_size_m  # the model was trained at its voxel size
         make = lambda scene: network
     result = validate_scenes(scenes, make, config)
     errors = result.occupancy_errors
@@ -302,13 +331,32 @@ def cmd_scannet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node(args: argparse.Namespace) -> int:
+    from .core.paths import share_file
+    from .ros.segmentation_node import main as node_main
+
+    params = args.params_file or share_file("config", "occuseg.yaml")
+    if args.params_file is not None and not args.params_file.is_file():
+        raise SceneError(f"parameter file not found: {args.params_file}")
+    ros_args = ["--ros-args"] + (["--params-file", str(params)] if params else [])
+    for name, value in (("model_path", args.model), ("device", args.device)):
+        if value is not None:
+            ros_args += ["-p", f"{name}:={value}"]
+    node_main(["occuseg_node"] + ros_args + args.ros_args[1:])
+    return 0
+
+
 COMMANDS = {"segment": cmd_segment, "evaluate": cmd_evaluate, "bench": cmd_bench,
             "generate": cmd_generate, "train": cmd_train, "validate": cmd_validate,
-            "scannet": cmd_scannet}
+            "scannet": cmd_scannet, "node": cmd_node}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything from --ros-args on belongs to ROS (``occuseg node``), not to argparse.
+    split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    args = build_parser().parse_args(argv[:split])
+    args.ros_args = argv[split:]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -89,9 +89,7 @@ def run_benchmark(scene_paths: list[Path], model: Path | None = None, device: st
     if not scenes:
         raise ValueError("nothing to benchmark: give scene files or drop --no-generated")
     config = config or PipelineConfig()
-    if abs(config.voxel_size_m - network.voxel_size_m) > 1e-9:
-        raise ValueError(f"voxel_size_m {config.voxel_size_m} differs from the model's "
-                         f"{network.voxel_size_m}")
+    config.voxel_size_m = network.voxel_size_m  # the model was trained at its voxel size
     rows = []
     for scene in scenes:
         predictor = _TimedPredictor(network, scene)

@@ -50,6 +50,11 @@ class TrainConfig:
         val_every: steps between validations (and checkpoints).
         voxel_size_m: voxel edge in metres.
         network: the network's shape.
+        loss: :class:`LossConfig` fields. The default weighs L_reg of eq. (4) by 0.001, as
+            De Brabandere et al. [7] and the authors' code do, not by 1 as eq. (4) reads: at
+            weight 1 the pull towards the origin keeps instance means packed together (median
+            distance between means 1.15 after 200 steps, against 2.41 at 0.001; margin
+            2 delta_d = 3).
         seed: seed of sampling, augmentation and initialisation.
     """
 
@@ -59,12 +64,13 @@ class TrainConfig:
     lr: float = 1e-3
     crop_m: float = 3.5
     train_seeds: tuple[int, int] = (0, 200)
-    val_seeds: tuple[int, int] = (100_000, 100_005)
+    val_seeds: tuple[int, int] = (200_000, 200_005)
     train_files: list[str] = field(default_factory=list)
     val_files: list[str] = field(default_factory=list)
     val_every: int = 250
     voxel_size_m: float = 0.02
     network: dict = field(default_factory=lambda: NetworkConfig().to_dict())
+    loss: dict = field(default_factory=lambda: {"regularisation_weight": 0.001})
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -73,6 +79,12 @@ class TrainConfig:
         if not self.lr > 0 or self.crop_m < 0:
             raise ValueError("lr must be positive and crop_m non-negative")
         self.train_seeds, self.val_seeds = tuple(self.train_seeds), tuple(self.val_seeds)
+        if not 0 < self.voxel_size_m < 1:
+            raise ValueError(f"voxel_size_m must be in (0, 1) metres, got {self.voxel_size_m}")
+        unknown = set(self.loss) - set(LossConfig.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown loss settings {sorted(unknown)}")
+        LossConfig(**self.loss)  # validates the values
         if not self.train_files:
             lo, hi = self.train_seeds
             vlo, vhi = self.val_seeds
@@ -275,7 +287,7 @@ def train(config: TrainConfig, device: torch.device, resume: Path | None = None,
     val_source = SceneSource(config.val_seeds, config.val_files)
     val_scenes = [val_source[i] for i in range(len(val_source))] if rank == 0 else []
     rng = np.random.default_rng([config.seed, rank, start_step])
-    loss_config = LossConfig()
+    loss_config = LossConfig(**config.loss)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         log(f"training {sum(p.numel() for p in model.parameters())} parameters on {device} "
