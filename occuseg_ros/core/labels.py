@@ -35,12 +35,15 @@ def label_name(label_id: int) -> str:
     return NYU40_NAMES.get(int(label_id), f"class{int(label_id)}")
 
 
-def instance_palette(n: int, seed: int = 0) -> np.ndarray:
-    """``n`` distinct, saturated RGB colours (uint8, (n, 3)) for colouring instances."""
-    rng = np.random.default_rng(seed)
-    hue = (np.arange(n) * 0.618033988749895 + rng.random()) % 1.0
-    sat = 0.65 + 0.35 * rng.random(n)
-    val = 0.75 + 0.25 * rng.random(n)
+def instance_colours(ids: np.ndarray) -> np.ndarray:
+    """A saturated RGB colour (uint8, (n, 3)) per instance id; the same id always gets the
+    same colour, and consecutive ids get distant hues (golden-ratio steps)."""
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    n = ids.size
+    hue = (ids * 0.618033988749895) % 1.0
+    mixed = (ids * 2654435761) & 0xFFFF  # Knuth's multiplicative hash: varied sat/val
+    sat = 0.65 + 0.35 * (mixed & 0xFF) / 255.0
+    val = 0.75 + 0.25 * (mixed >> 8) / 255.0
     h6 = hue * 6.0
     c = val * sat
     x = c * (1.0 - np.abs(h6 % 2.0 - 1.0))
@@ -51,5 +54,5 @@ def instance_palette(n: int, seed: int = 0) -> np.ndarray:
         [np.stack(t, axis=1) for t in (
             (c, x, zeros), (x, c, zeros), (zeros, c, x),
             (zeros, x, c), (x, zeros, c), (c, zeros, x))],
-    )
+    ) if n else np.zeros((0, 3))
     return np.clip((rgb + (val - c)[:, None]) * 255.0, 0, 255).astype(np.uint8)

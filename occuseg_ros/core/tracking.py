@@ -1,0 +1,103 @@
+"""Instance ids that stay the same while the map grows (as panoptic_mapping and voxblox++ do).
+
+Each segmentation of the map clusters from scratch, so its instance indices mean nothing
+from one update to the next. :class:`InstanceTracker` matches the new instances to the
+previous ones by voxel overlap and hands out persistent ids: pairs (new, previous) are taken
+greedily by overlap, largest first, one to one, when the overlap covers at least
+``min_overlap`` of the smaller of the two (the previous instance counted over its voxels
+still in the map), and the new instance takes the previous id.
+Unmatched instances get fresh ids, never reused. Ids start at 1; 0 means "no instance".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class TrackerState:
+    """What the tracker remembers (saved with the map).
+
+    Attributes:
+        voxel_keys: (V,) int64 sorted keys of the voxels inside an instance last time.
+        voxel_ids: (V,) uint32 their instance ids.
+        next_id: the id the next new instance gets.
+    """
+
+    voxel_keys: np.ndarray
+    voxel_ids: np.ndarray
+    next_id: int
+
+
+class InstanceTracker:
+    """Persistent instance ids by voxel overlap; see the module docstring.
+
+    Args:
+        min_overlap: share of the smaller instance that must overlap, in (0, 1].
+    """
+
+    def __init__(self, min_overlap: float = 0.5) -> None:
+        if not 0.0 < min_overlap <= 1.0:
+            raise ValueError(f"min_overlap must be in (0, 1], got {min_overlap}")
+        self.min_overlap = float(min_overlap)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every instance; ids restart at 1."""
+        self.state = TrackerState(np.zeros(0, np.int64), np.zeros(0, np.uint32), 1)
+
+    def assign(self, voxel_keys: np.ndarray, voxel_instance: np.ndarray,
+               num_instances: int) -> np.ndarray:
+        """Persistent ids for one segmentation.
+
+        Args:
+            voxel_keys: (V,) int64 unique keys of the map's voxels (any fixed-origin packing,
+                the same on every call, e.g. :func:`occuseg_ros.core.surface_map.grid_keys`).
+            voxel_instance: (V,) instance index of each voxel in [0, num_instances), -1 = none.
+            num_instances: number of instances of this segmentation.
+
+        Returns:
+            (num_instances,) uint32 ids, all >= 1 and distinct.
+        """
+        keys = np.asarray(voxel_keys, np.int64)
+        inst = np.asarray(voxel_instance, np.int64)
+        if keys.shape != inst.shape or keys.ndim != 1:
+            raise ValueError(f"voxel_keys {keys.shape} and voxel_instance {inst.shape} must be "
+                             "equal-length vectors")
+        if inst.size and (inst.max() >= num_instances or inst.min() < -1):
+            raise ValueError(f"voxel_instance out of range for {num_instances} instances")
+        old = self.state
+        ids = np.zeros(num_instances, np.uint32)
+        inside = inst >= 0
+        keys_in, inst_in = keys[inside], inst[inside]
+        if old.voxel_keys.size and keys_in.size:
+            # Previous id of every current voxel (0 where it had none or is new).
+            pos = np.clip(np.searchsorted(old.voxel_keys, keys), 0, old.voxel_keys.size - 1)
+            prev = np.where(old.voxel_keys[pos] == keys, old.voxel_ids[pos], 0).astype(np.int64)
+            pairs = inside & (prev > 0)
+            overlap: dict[tuple[int, int], int] = {}
+            if pairs.any():
+                pair_keys, counts = np.unique(
+                    np.stack([inst[pairs], prev[pairs]], axis=1), axis=0, return_counts=True)
+                overlap = {(int(a), int(b)): int(c) for (a, b), c in zip(pair_keys, counts)}
+            new_size = np.bincount(inst_in, minlength=num_instances)
+            # Old instance sizes counted over the voxels still in the map.
+            still = np.isin(old.voxel_keys, keys)
+            old_size = dict(zip(*np.unique(old.voxel_ids[still], return_counts=True)))
+            taken: set[int] = set()
+            for (a, b), count in sorted(overlap.items(), key=lambda kv: (-kv[1], kv[0])):
+                if ids[a] or b in taken:
+                    continue
+                if count >= self.min_overlap * min(new_size[a], old_size.get(b, count)):
+                    ids[a] = b
+                    taken.add(b)
+        next_id = old.next_id
+        for a in range(num_instances):
+            if not ids[a]:
+                ids[a] = next_id
+                next_id += 1
+        order = np.argsort(keys_in)
+        self.state = TrackerState(keys_in[order], ids[inst_in[order]], next_id)
+        return ids
