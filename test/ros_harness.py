@@ -1,0 +1,80 @@
+"""Running real nodes in a test: an executor thread, a probe that records topics, waiting.
+
+Everything goes through DDS (rmw_fastrtps) on the test run's own domain (the ``ros_context``
+fixture); nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+
+class Spinner:
+    """Spins nodes in a background MultiThreadedExecutor until :meth:`close`."""
+
+    def __init__(self, *nodes: Node, threads: int = 4) -> None:
+        self.nodes = list(nodes)
+        self.executor = MultiThreadedExecutor(num_threads=threads)
+        for node in self.nodes:
+            self.executor.add_node(node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=5.0)
+        self.thread.join(timeout=10.0)
+        for node in self.nodes:
+            node.destroy_node()
+
+
+class Probe(Node):
+    """A node that publishes test input and records what it receives, per topic."""
+
+    def __init__(self, name: str = "probe") -> None:
+        super().__init__(name)
+        self.received: dict[str, list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def listen(self, msg_type: type, topic: str, latched: bool = True) -> None:
+        """Record every message on ``topic`` (reliable; transient local when ``latched``)."""
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=(DurabilityPolicy.TRANSIENT_LOCAL if latched
+                                     else DurabilityPolicy.VOLATILE))
+        self.received.setdefault(topic, [])
+
+        def store(msg: Any, topic: str = topic) -> None:
+            with self._lock:
+                self.received[topic].append(msg)
+
+        self.create_subscription(msg_type, topic, store, qos)
+
+    def messages(self, topic: str) -> list[Any]:
+        with self._lock:
+            return list(self.received[topic])
+
+    def clear(self, topic: str) -> None:
+        with self._lock:
+            self.received[topic].clear()
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def wait_for_subscribers(publisher: Any, count: int = 1, timeout_s: float = 10.0) -> None:
+    """Wait until DDS discovery matched ``count`` subscriptions to ``publisher``."""
+    wait_for(lambda: publisher.get_subscription_count() >= count, timeout_s,
+             f"{count} subscriber(s) on {publisher.topic_name}")
