@@ -162,12 +162,21 @@ def _add_node(sub: argparse._SubParsersAction) -> None:
     p.epilog = "ROS arguments follow --ros-args: remappings (-r a:=b), -p name:=value, ..."
 
 
+def _add_bench_node(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench-node", help="latency of the ROS node on a scene streamed as "
+                                          "surface increments (p50, p95)")
+    p.add_argument("scene", type=Path, help="scene file (.npz or .ply)")
+    p.add_argument("--increments", type=int, default=20, help="slabs the scene is sent in")
+    p.add_argument("--model", type=Path, default=None, help="checkpoint (default: models/)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="occuseg", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_segment, _add_evaluate, _add_bench, _add_generate, _add_train,
-                _add_validate, _add_scannet, _add_node):
+                _add_validate, _add_scannet, _add_node, _add_bench_node):
         add(sub)
     return parser
 
@@ -346,9 +355,17 @@ def cmd_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_node(args: argparse.Namespace) -> int:
+    from .ros.latency_bench import run_latency_benchmark
+
+    print(run_latency_benchmark(args.scene, args.model, args.device, args.increments))
+    return 0
+
+
 COMMANDS = {"segment": cmd_segment, "evaluate": cmd_evaluate, "bench": cmd_bench,
             "generate": cmd_generate, "train": cmd_train, "validate": cmd_validate,
-            "scannet": cmd_scannet, "node": cmd_node}
+            "scannet": cmd_scannet, "node": cmd_node,
+            "bench-node": cmd_bench_node}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

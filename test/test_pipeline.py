@@ -71,7 +71,8 @@ def test_shipped_parameter_file_matches_defaults_and_is_validated(tmp_path):
         PipelineConfig.from_params({"use_occupancy": "yes"})
     with pytest.raises(ValueError, match="r_min < r_max"):
         PipelineConfig.from_params({"occupancy_ratio_min": 3.0})
-    # A node-specific file: other nodes' and unknown keys of other sections are ignored.
+    # The node's section is read (its own keys skipped); other nodes' sections are not.
     (tmp_path / "p.yaml").write_text(
-        "occuseg_node:\n  ros__parameters:\n    voxel_size_m: 0.03\n    segment_rate_hz: 2.0\n")
+        "occuseg:\n  ros__parameters:\n    voxel_size_m: 0.03\n    segment_rate_hz: 2.0\n"
+        "rgbd_reconstructor:\n  ros__parameters:\n    voxel_size_m: 0.01\n")
     assert PipelineConfig.from_yaml(tmp_path / "p.yaml").voxel_size_m == 0.03

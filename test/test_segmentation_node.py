@@ -338,3 +338,17 @@ def test_occuseg_node_command_runs_the_node_in_its_own_process(ros_context, mode
         output = node.communicate(timeout=20)[0]
     assert node.returncode == 0, output
     assert "occuseg_default" in output or str(model_path) in output
+
+
+def test_shipped_parameter_file_matches_the_node_defaults():
+    import yaml
+
+    from conftest import REPO_ROOT
+    from occuseg_ros.core.pipeline import PipelineConfig
+    from occuseg_ros.ros.segmentation_node import NODE_PARAMETERS
+
+    document = yaml.safe_load((REPO_ROOT / "config" / "occuseg.yaml").read_text())
+    shipped = document["occuseg"]["ros__parameters"]
+    expected = {**{k: v for k, (v, _) in NODE_PARAMETERS.items()},
+                **PipelineConfig().to_params()}
+    assert shipped == expected

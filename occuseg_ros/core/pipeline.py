@@ -81,17 +81,20 @@ class PipelineConfig:
                    clustering=ClusteringConfig(**values["clustering"]))
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "PipelineConfig":
+    def from_yaml(cls, path: str | Path, node_name: str = "occuseg") -> "PipelineConfig":
         """Read a ROS 2 parameter file (``<node or /**>: ros__parameters: {...}``).
 
-        Only the parameters of :data:`PARAMETERS` are taken; the node's own are skipped.
+        The sections for every node (``/**``) and for ``node_name`` are read, in file order;
+        of those only the parameters of :data:`PARAMETERS` are taken.
         """
         with open(path, encoding="utf-8") as fh:
             document = yaml.safe_load(fh) or {}
         if not isinstance(document, dict):
             raise ValueError(f"{path}: not a ROS 2 parameter file")
         params: dict[str, Any] = {}
-        for node in document.values():
+        for name, node in document.items():
+            if str(name).lstrip("/") not in ("**", node_name):
+                continue
             if isinstance(node, dict) and isinstance(node.get("ros__parameters"), dict):
                 params.update({k: v for k, v in node["ros__parameters"].items()
                                if k in PARAMETERS})

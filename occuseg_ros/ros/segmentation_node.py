@@ -169,6 +169,22 @@ class SegmentationNode(Node):
         self._last_diagnostics = time.monotonic()
         self._previous_counts: dict[str, int] = {}
 
+    @property
+    def map_points(self) -> int:
+        """Points in the map now."""
+        with self._lock:
+            return self._map.num_points
+
+    @property
+    def num_instances(self) -> int:
+        """Instances in the last published segmentation."""
+        return len(self._last.instances) if self._last is not None else 0
+
+    @property
+    def last_timings_ms(self) -> dict[str, float]:
+        """Milliseconds per stage of the last segmentation (``network_ms``, ``total_ms``...)."""
+        return dict(self._stats)
+
     # ----------------------------------------------------------------- input callbacks
 
     def surface_cloud_callback(self, msg: PointCloud2) -> None:
