@@ -38,5 +38,9 @@ setup(
     description="Real-time OccuSeg 3D instance segmentation of a live reconstruction for ROS 2",
     license="Apache-2.0",
     tests_require=["pytest"],
-    entry_points={"console_scripts": ["occuseg = occuseg_ros.cli:main"]},
+    entry_points={"console_scripts": [
+        "occuseg = occuseg_ros.cli:main",
+        "occuseg_node = occuseg_ros.ros.segmentation_node:main",
+        "rgbd_reconstructor = occuseg_ros.ros.reconstructor_node:main",
+    ]},
 )
