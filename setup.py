@@ -18,7 +18,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
         (f"share/{PACKAGE}/models", glob("models/*.pt")),
     ],
     python_requires=">=3.10",
@@ -42,5 +42,6 @@ setup(
         "occuseg = occuseg_ros.cli:main",
         "occuseg_node = occuseg_ros.ros.segmentation_node:main",
         "rgbd_reconstructor = occuseg_ros.ros.reconstructor_node:main",
+        "sim_camera = occuseg_ros.ros.sim_camera_node:main",
     ]},
 )

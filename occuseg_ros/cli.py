@@ -171,12 +171,30 @@ def _add_bench_node(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
 
 
+def _add_live(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("live", help="the live system on the simulated RGB-D camera in one "
+                                    "process (what live.launch.py starts); writes the labelled "
+                                    "map, a picture and the scores at the end")
+    p.add_argument("--duration", type=float, default=90.0,
+                   help="seconds to run (Ctrl-C ends earlier, cleanly)")
+    p.add_argument("--out", type=Path, default=Path("occuseg_out"), help="output directory")
+    p.add_argument("--seed", type=int, default=7, help="generated room the camera flies through")
+    p.add_argument("--loop-s", type=float, default=12.0,
+                   help="simulated seconds of one loop through the room")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--params-file", type=Path, default=None,
+                   help="ROS 2 parameter YAML (default: the shipped config/occuseg.yaml)")
+    p.add_argument("--model", type=Path, default=None, help="checkpoint (default: models/)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="occuseg", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_segment, _add_evaluate, _add_bench, _add_generate, _add_train,
-                _add_validate, _add_scannet, _add_node, _add_bench_node):
+                _add_validate, _add_scannet, _add_node, _add_bench_node, _add_live):
         add(sub)
     return parser
 
@@ -362,10 +380,37 @@ def cmd_bench_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_live(args: argparse.Namespace) -> int:
+    from .core.evaluation import format_table
+    from .core.paths import share_file
+    from .ros.live import run_live
+
+    params = args.params_file or share_file("config", "occuseg.yaml")
+    if args.params_file is not None and not args.params_file.is_file():
+        raise SceneError(f"parameter file not found: {args.params_file}")
+    overrides: dict[str, dict] = {
+        "sim_camera": {"seed": args.seed, "width": args.width, "height": args.height,
+                       "loop_s": args.loop_s},
+        "occuseg": {}, "rgbd_reconstructor": {}}
+    if args.model is not None:
+        overrides["occuseg"]["model_path"] = str(args.model)
+    if args.device is not None:
+        overrides["occuseg"]["device"] = args.device
+        overrides["rgbd_reconstructor"]["device"] = args.device
+    result = run_live(args.out, args.duration, params, overrides)
+    print(f"{result.frames} frames in {result.seconds:.0f} s ({result.frames / result.seconds:.1f}"
+          f"/s), {result.segmentations} segmentations; scored against the simulator's "
+          "ground truth:")
+    print(format_table(result.metrics))
+    for path in result.files:
+        print(f"wrote {path}")
+    return 0
+
+
 COMMANDS = {"segment": cmd_segment, "evaluate": cmd_evaluate, "bench": cmd_bench,
             "generate": cmd_generate, "train": cmd_train, "validate": cmd_validate,
             "scannet": cmd_scannet, "node": cmd_node,
-            "bench-node": cmd_bench_node}
+            "bench-node": cmd_bench_node, "live": cmd_live}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from occuseg_ros.ros.conversions import (
     cloud_msg_from_arrays,
     depth_m_from_image,
     image_array,
+    image_msg_from_array,
     intrinsics_from_camera_info,
     matrix_from_pose,
     matrix_from_transform,
@@ -773,3 +774,21 @@ def test_seconds_from_stamp() -> None:
         1_700_000_000.000000001, abs=1e-6)
     with pytest.raises(MessageError, match="nanosec 1000000000"):
         seconds_from_stamp(Time(sec=0, nanosec=1_000_000_000))
+
+
+@pytest.mark.parametrize("encoding, image", [
+    ("16UC1", np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000),
+    ("32FC1", np.linspace(0.5, 4.0, 12, dtype=np.float32).reshape(3, 4)),
+    ("rgb8", np.arange(36, dtype=np.uint8).reshape(3, 4, 3)),
+])
+def test_image_msg_from_array_round_trips(encoding, image):
+    msg = image_msg_from_array(Header(frame_id="cam"), image, encoding)
+    assert (msg.width, msg.height, msg.encoding) == (4, 3, encoding)
+    np.testing.assert_array_equal(image_array(msg), image)
+
+
+def test_image_msg_from_array_rejects_mismatches():
+    with pytest.raises(ValueError, match="16UC1"):
+        image_msg_from_array(Header(), np.zeros((3, 4), np.float32), "16UC1")
+    with pytest.raises(ValueError, match="supported"):
+        image_msg_from_array(Header(), np.zeros((3, 4), np.uint8), "yuv422")

@@ -352,3 +352,16 @@ def test_shipped_parameter_file_matches_the_node_defaults():
     expected = {**{k: v for k, (v, _) in NODE_PARAMETERS.items()},
                 **PipelineConfig().to_params()}
     assert shipped == expected
+
+
+def test_console_scripts_point_at_the_node_mains():
+    """What ``ros2 run occuseg_ros occuseg_node`` / ``rgbd_reconstructor`` start."""
+    from importlib.metadata import entry_points
+
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")
+               if ep.value.startswith("occuseg_ros")}
+    assert scripts["occuseg_node"] == "occuseg_ros.ros.segmentation_node:main"
+    assert scripts["rgbd_reconstructor"] == "occuseg_ros.ros.reconstructor_node:main"
+    for value in scripts.values():
+        module, _, function = value.partition(":")
+        assert callable(getattr(__import__(module, fromlist=[function]), function))

@@ -88,6 +88,20 @@ class MeshRenderer:
             depth_m (H, W) float32 z-depth along the optical axis in metres, 0 where no
             triangle is hit; rgb (H, W, 3) uint8, black where no triangle is hit.
         """
+        depth_m, primitive = self.render_ids(K, T_map_camera, width, height)
+        hit = primitive >= 0
+        rgb = np.zeros((height, width, 3), np.uint8)
+        rgb[hit] = self._colours[primitive[hit]]
+        return depth_m, rgb
+
+    def render_ids(self, K: np.ndarray, T_map_camera: np.ndarray, width: int,
+                   height: int) -> tuple[np.ndarray, np.ndarray]:
+        """Depth and the index of the triangle seen at every pixel.
+
+        Returns:
+            depth_m (H, W) float32 z-depth in metres, 0 where no triangle is hit; triangle
+            (H, W) int64 index into the mesh's triangles, -1 where none is hit.
+        """
         K = _check_intrinsics(K)
         T = _check_pose(T_map_camera)
         if width <= 0 or height <= 0:
@@ -103,10 +117,8 @@ class MeshRenderer:
         t_hit = hits["t_hit"].numpy()
         hit = np.isfinite(t_hit)
         depth_m = np.where(hit, t_hit, 0.0).astype(np.float32)
-        primitive = hits["primitive_ids"].numpy()
-        rgb = np.zeros((height, width, 3), np.uint8)
-        rgb[hit] = self._colours[primitive[hit]]
-        return depth_m, rgb
+        primitive = np.where(hit, hits["primitive_ids"].numpy().astype(np.int64), -1)
+        return depth_m, primitive
 
 
 def render_rgbd(vertices: np.ndarray, triangles: np.ndarray, triangle_colours: np.ndarray,

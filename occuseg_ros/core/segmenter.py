@@ -6,12 +6,17 @@ share it. Coordinates are metres in the map frame (REP-105).
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from .pipeline import PipelineConfig, Predictor, segment_points
+from .scene import write_ply
 from .surface_map import grid_keys
 from .tracking import InstanceTracker
 
@@ -150,3 +155,31 @@ def _table(xyz: np.ndarray, point_ids: np.ndarray, ids: np.ndarray, result) -> I
         scores=(result.instance_scores[order] if k else np.zeros(0)).astype(np.float32),
         voxels=(result.instance_voxels[order] if k else np.zeros(0)).astype(np.int64),
         centroid_m=centroid, box_min_m=box_min, box_max_m=box_max)
+
+
+def save_labelled_map(out_dir: str | Path, seg: MapSegmentation) -> list[Path]:
+    """Write ``occuseg_map.ply`` (x y z rgb label instance score), ``occuseg_map.npz`` (the
+    scene format: xyz rgb semantic instance, -1 = none) and ``instances.json``.
+
+    Each file is written under a temporary name in ``out_dir`` and renamed over the old one,
+    so a reader never sees half a file.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    instance = np.where(seg.instance > 0, seg.instance.astype(np.int64), -1).astype(np.int32)
+    semantic = seg.semantic.astype(np.int32)
+    writers: dict[str, Callable[[Path], None]] = {
+        "occuseg_map.ply": lambda p: write_ply(p, seg.xyz, seg.rgb, {
+            "label": semantic, "instance": instance, "score": seg.score.astype(np.float32)}),
+        "occuseg_map.npz": lambda p: np.savez_compressed(
+            p, xyz=seg.xyz, rgb=seg.rgb, semantic=semantic, instance=instance),
+        "instances.json": lambda p: p.write_text(json.dumps(seg.instances.to_json(), indent=1)),
+    }
+    paths = []
+    for name, write in writers.items():
+        path = out / name
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        write(tmp)
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths

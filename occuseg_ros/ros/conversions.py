@@ -575,6 +575,35 @@ def _image_layout(
     return height, width, step, data
 
 
+def image_msg_from_array(header: Header, image: np.ndarray, encoding: str) -> Image:
+    """Build an Image (little-endian, rows packed) from a numpy image.
+
+    Args:
+        header: stamp and optical frame of the image.
+        image: (H, W) uint16 for ``16UC1``/``mono16``, (H, W) float32 for ``32FC1``,
+            (H, W, 3) uint8 for ``rgb8``/``bgr8`` (given in that channel order).
+        encoding: one of those encodings.
+
+    Raises:
+        ValueError: an unsupported encoding, or an array of the wrong dtype or shape for it.
+    """
+    layouts = {"16UC1": ("<u2", 2), "mono16": ("<u2", 2), "32FC1": ("<f4", 2),
+               "rgb8": ("u1", 3), "bgr8": ("u1", 3)}
+    if encoding not in layouts:
+        raise ValueError(f"cannot build a {encoding!r} image; supported: {sorted(layouts)}")
+    code, ndim = layouts[encoding]
+    image = np.asarray(image)
+    if image.ndim != ndim or (ndim == 3 and image.shape[2] != 3) or \
+            image.dtype != np.dtype(code).newbyteorder("="):
+        raise ValueError(f"a {encoding} image needs a {'(H, W, 3)' if ndim == 3 else '(H, W)'} "
+                         f"{np.dtype(code).name} array, got {image.dtype} {image.shape}")
+    height, width = image.shape[:2]
+    buffer = array.array("B", b"\0") * image.nbytes
+    np.frombuffer(buffer, dtype=code).reshape(image.shape)[...] = image
+    return Image(header=header, height=height, width=width, encoding=encoding,
+                 is_bigendian=0, step=image.nbytes // max(height, 1), data=buffer)
+
+
 def depth_m_from_image(msg: Image) -> np.ndarray:
     """Depth in metres along the camera's optical z axis, as a new (H, W) float32 array.
 

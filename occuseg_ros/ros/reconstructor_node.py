@@ -167,6 +167,18 @@ class RgbdReconstructorNode(Node):
         self.create_timer(p["diagnostics_period_s"], self.diagnostics_callback,
                           callback_group=MutuallyExclusiveCallbackGroup())
 
+    @property
+    def publish_rate_hz(self) -> float:
+        """Rate of the surface_cloud increments."""
+        return float(self._params["publish_rate_hz"])
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Counters so far (``frames_integrated``, ``frames_dropped``, ``increments_published``,
+        messages per topic)."""
+        with self._lock:
+            return dict(self._counts)
+
     # ----------------------------------------------------------------- input callbacks
 
     def depth_callback(self, msg: Image) -> None:

@@ -20,8 +20,6 @@ at ``segment_rate_hz`` when the map changed, so the executor never waits on infe
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import threading
 import time
@@ -47,8 +45,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from ..core.checkpoint import NetworkPredictor, default_model_path
 from ..core.labels import instance_colours, label_name
 from ..core.pipeline import PARAMETERS, PipelineConfig
-from ..core.scene import write_ply
-from ..core.segmenter import MapSegmentation, Segmenter
+from ..core.segmenter import MapSegmentation, Segmenter, save_labelled_map
 from ..core.surface_map import SurfaceMap
 from .conversions import (MessageError, cloud_fields, cloud_msg_from_arrays, mesh_from_marker,
                           packed_from_rgb, seconds_from_stamp, xyz_rgb_from_cloud_msg)
@@ -179,6 +176,22 @@ class SegmentationNode(Node):
     def num_instances(self) -> int:
         """Instances in the last published segmentation."""
         return len(self._last.instances) if self._last is not None else 0
+
+    @property
+    def segmentations(self) -> int:
+        """Segmentations published so far."""
+        return self._counts["segmentations"]
+
+    @property
+    def is_up_to_date(self) -> bool:
+        """Whether the last segmentation is of the map as it is now."""
+        with self._lock:
+            return self._map.version == self._segmented_version
+
+    @property
+    def last_segmentation(self) -> MapSegmentation | None:
+        """The last published segmentation (None before the first)."""
+        return self._last
 
     @property
     def last_timings_ms(self) -> dict[str, float]:
@@ -401,17 +414,7 @@ class SegmentationNode(Node):
             return response
         out = Path(self._params["output_dir"])
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            instance = np.where(seg.instance > 0, seg.instance.astype(np.int64), -1)
-            _atomic(out / "occuseg_map.ply", lambda p: write_ply(
-                p, seg.xyz, seg.rgb, {"label": seg.semantic.astype(np.int32),
-                                      "instance": instance.astype(np.int32),
-                                      "score": seg.score}))
-            _atomic(out / "occuseg_map.npz", lambda p: np.savez_compressed(
-                p, xyz=seg.xyz, rgb=seg.rgb, semantic=seg.semantic.astype(np.int32),
-                instance=instance.astype(np.int32)))
-            _atomic(out / "instances.json", lambda p: p.write_text(
-                json.dumps(seg.instances.to_json(), indent=1)))
+            save_labelled_map(out, seg)
         except OSError as exc:
             response.success, response.message = False, f"cannot write {out}: {exc}"
             return response
@@ -463,13 +466,6 @@ class SegmentationNode(Node):
         self._diagnostics_pub.publish(DiagnosticArray(
             header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
         self._last_diagnostics, self._previous_counts = now, counts
-
-
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same directory, then rename over ``path``."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _detections(seg: MapSegmentation, header: Header):

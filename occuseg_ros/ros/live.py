@@ -1,0 +1,194 @@
+"""The live system: camera, RGB-D reconstructor and segmentation node, in one list.
+
+:func:`live_nodes` is the single description of what runs; ``launch/live.launch.py`` turns
+it into launch_ros ``Node`` actions (one process per node, ``ros2 launch``), and
+``occuseg live`` (:func:`run_live`) instantiates the same nodes in one process under a
+multi-threaded executor, where ``ros2 launch`` is not installed. The two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+#: Topics of the realsense2_camera driver (ROS 2 wrapper 4.x, aligned depth) that an
+#: external camera feeds the reconstructor from. The pose comes on ``camera_pose``.
+REALSENSE_REMAPPINGS: tuple[tuple[str, str], ...] = (
+    ("depth/image", "/camera/camera/aligned_depth_to_color/image_raw"),
+    ("depth/camera_info", "/camera/camera/aligned_depth_to_color/camera_info"),
+    ("color/image", "/camera/camera/color/image_raw"),
+)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of the live system.
+
+    Attributes:
+        executable: its console script (``ros2 run occuseg_ros <executable>``).
+        name: node name (the section of the parameter file it reads).
+        remappings: (from, to) topic remappings.
+    """
+
+    executable: str
+    name: str
+    remappings: tuple[tuple[str, str], ...] = ()
+
+
+def live_nodes(camera: str = "sim") -> list[NodeSpec]:
+    """The nodes of the live system for ``camera`` ``sim`` or ``external``."""
+    if camera not in ("sim", "external"):
+        raise ValueError(f"camera must be 'sim' or 'external', got {camera!r}")
+    nodes = [NodeSpec("sim_camera", "sim_camera")] if camera == "sim" else []
+    nodes.append(NodeSpec("rgbd_reconstructor", "rgbd_reconstructor",
+                          REALSENSE_REMAPPINGS if camera == "external" else ()))
+    nodes.append(NodeSpec("occuseg_node", "occuseg"))
+    return nodes
+
+
+def _node_class(executable: str) -> type:
+    """The node class behind a console script of this package."""
+    if executable == "sim_camera":
+        from .sim_camera_node import SimCameraNode
+        return SimCameraNode
+    if executable == "rgbd_reconstructor":
+        from .reconstructor_node import RgbdReconstructorNode
+        return RgbdReconstructorNode
+    if executable == "occuseg_node":
+        from .segmentation_node import SegmentationNode
+        return SegmentationNode
+    raise ValueError(f"unknown executable {executable!r}")
+
+
+@dataclass
+class LiveResult:
+    """What ``occuseg live`` leaves behind."""
+
+    files: list[Path]
+    frames: int
+    seconds: float
+    segmentations: int
+    metrics: Any  # evaluation.EvaluationResult, or None without ground truth
+
+
+def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None = None,
+             overrides: dict[str, dict[str, Any]] | None = None,
+             status: TextIO | None = sys.stdout) -> LiveResult:
+    """Run the simulated live system for ``duration_s`` seconds (or until Ctrl-C), then
+    write the labelled map, a picture and the scores against the simulator's ground truth.
+
+    Args:
+        out_dir: output directory (created).
+        duration_s: wall-clock seconds to run.
+        params_file: ROS 2 parameter file for every node (sections by node name).
+        overrides: node name -> parameter overrides (e.g. ``{"occuseg": {"device": "cpu"}}``).
+        status: where the one-line status goes (updated in place); None: silent.
+    """
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from ..core.evaluation import evaluate_scenes, format_table
+    from ..core.picture import room_picture, write_png
+    from ..core.segmenter import save_labelled_map
+
+    overrides = overrides or {}
+    context_args = ["--ros-args"] + (["--params-file", str(params_file)] if params_file else [])
+    rclpy.init(args=context_args)
+    nodes: dict[str, Any] = {}
+    executor = None
+    spinner = None
+    started = time.monotonic()
+    try:
+        for spec in live_nodes("sim"):
+            cli_args = ["--ros-args"] + [a for f, t in spec.remappings for a in ("-r", f"{f}:={t}")]
+            nodes[spec.name] = _node_class(spec.executable)(
+                cli_args=cli_args if spec.remappings else None,
+                parameter_overrides=[Parameter(k, value=v)
+                                     for k, v in overrides.get(spec.name, {}).items()])
+        camera, reconstructor, segmenter = (nodes["sim_camera"], nodes["rgbd_reconstructor"],
+                                            nodes["occuseg"])
+        executor = MultiThreadedExecutor(num_threads=4)
+        for node in nodes.values():
+            executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < duration_s:
+                time.sleep(0.5)
+                if status is not None:
+                    status.write("\r" + _status_line(time.monotonic() - started, camera,
+                                                     reconstructor, segmenter))
+                    status.flush()
+        except KeyboardInterrupt:
+            pass
+        elapsed = time.monotonic() - started
+        # Let the last frames reach the map and the map its last segmentation, then stop.
+        camera.pause()
+        time.sleep(2.0 / reconstructor.publish_rate_hz + 0.5)
+        deadline = time.monotonic() + 60.0
+        while not segmenter.is_up_to_date and time.monotonic() < deadline:
+            time.sleep(0.1)
+        executor.shutdown(timeout_sec=10.0)
+        spinner.join(timeout=30.0)
+        spinner = None
+        if status is not None:
+            status.write("\r" + _status_line(elapsed, camera, reconstructor, segmenter) + "\n")
+        seg = segmenter.last_segmentation
+        if seg is None:
+            raise RuntimeError("nothing was segmented: no frame reached the map")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files = save_labelled_map(out_dir, seg)
+        picture = room_picture(seg.xyz, seg.rgb, seg.instance, seg.instances.ids,
+                               seg.instances.labels)
+        write_png(out_dir / "segmented_room.png", picture)
+        files.append(out_dir / "segmented_room.png")
+        semantic_gt, instance_gt = camera.camera.label_points(seg.xyz)
+        index = {int(i): k for k, i in enumerate(seg.instances.ids)}
+        pred_instance = np.array([index.get(int(i), -1) for i in seg.instance], np.int32) \
+            if seg.instance.size else np.zeros(0, np.int32)
+        metrics = evaluate_scenes([(semantic_gt, instance_gt, pred_instance,
+                                    seg.instances.labels, seg.instances.scores)])
+        summary = {
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "seconds": elapsed, "frames_rendered": camera.frames_published,
+            "frames_integrated": reconstructor.counts.get("frames_integrated", 0),
+            "segmentations": segmenter.segmentations, "map_points": int(seg.xyz.shape[0]),
+            "voxels": seg.num_voxels, "instances": len(seg.instances),
+            "room_seed": camera.camera.seed, **metrics.to_dict()}
+        (out_dir / "scores.json").write_text(json.dumps(summary, indent=1))
+        files.append(out_dir / "scores.json")
+        (out_dir / "scores.txt").write_text(format_table(metrics) + "\n")
+        files.append(out_dir / "scores.txt")
+        return LiveResult(files, camera.frames_published, elapsed, segmenter.segmentations,
+                          metrics)
+    finally:
+        if executor is not None and spinner is not None:
+            executor.shutdown(timeout_sec=10.0)
+            spinner.join(timeout=30.0)
+        for node in nodes.values():
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+def _status_line(elapsed_s: float, camera: Any, reconstructor: Any, segmenter: Any) -> str:
+    """One line: frames, map, instances, per-stage milliseconds, rates."""
+    counts = reconstructor.counts
+    ms = segmenter.last_timings_ms
+    frames = camera.frames_published
+    return (f"{elapsed_s:5.0f} s | frames {frames} ({frames / max(elapsed_s, 1e-9):.1f}/s), "
+            f"integrated {counts.get('frames_integrated', 0)} | map {segmenter.map_points} pts"
+            f" | {segmenter.num_instances} instances | network {ms.get('network_ms', 0):.0f} ms"
+            f" super-voxels {ms.get('supervoxels_ms', 0):.0f} ms clustering "
+            f"{ms.get('clustering_ms', 0):.0f} ms | {segmenter.segmentations} segmentations "
+            f"({segmenter.segmentations / max(elapsed_s, 1e-9):.2f}/s)   ")
