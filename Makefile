@@ -7,18 +7,18 @@ OUT ?= occuseg_out
 # Debian libraries that open3d's wheel links against.
 APT_LIBS := libusb-1.0-0 libgl1 libgomp1 libegl1
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
-SOURCES := setup.py setup.cfg package.xml $(shell find occuseg_ros config models -type f -not -path '*/__pycache__/*' 2>/dev/null)
-# Until a trained model ships in models/, the main job runs the clustering on oracle outputs.
-PREDICTIONS := $(if $(wildcard models/occuseg_default.pt),--predictions network,--predictions oracle --oracle-noise 0.05)
+SOURCES := setup.py setup.cfg package.xml $(shell find occuseg_ros config models launch -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
 .PHONY: live test bench clean
 
-## The main job: generate a furnished room, segment it, score it.
+# DDS discovery stays on this machine unless the caller says otherwise (the demo and the
+# tests talk to themselves; a robot setup sets its own ROS_AUTOMATIC_DISCOVERY_RANGE).
+live test: export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+
+## The main job: the live system on the simulated RGB-D camera for 90 s; the labelled map,
+## a picture of it and the scores against the simulator's ground truth land in $(OUT).
 live: $(VENV)/.package
-	mkdir -p $(OUT)
-	$(BIN)/occuseg generate --seed 7 --out $(OUT)/room.npz
-	$(BIN)/occuseg segment $(OUT)/room.npz --out $(OUT)/room_pred.npz $(PREDICTIONS)
-	$(BIN)/occuseg evaluate --pred $(OUT)/room_pred.npz --gt $(OUT)/room.npz
+	$(BIN)/occuseg live --out $(OUT)
 
 ## The test suite (no GPU needed).
 test: $(VENV)/.package
