@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 OUT ?= occuseg_out
 # Debian libraries that open3d's wheel links against.
 APT_LIBS := libusb-1.0-0 libgl1 libgomp1 libegl1
+# The browser view's test draws the page in headless Chromium.
+APT_TEST := chromium
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 SOURCES := setup.py setup.cfg package.xml $(shell find occuseg_ros config models launch -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
@@ -21,7 +23,7 @@ live: $(VENV)/.package
 	$(BIN)/occuseg live --out $(OUT)
 
 ## The test suite (no GPU needed).
-test: $(VENV)/.package
+test: $(VENV)/.package $(VENV)/.testdeps
 	cd test && ../$(BIN)/python -m pytest -q .
 
 bench: $(VENV)/.package
@@ -40,6 +42,14 @@ $(VENV)/.deps:
 	$(PIP) install numba pyyaml "open3d==0.20.0" rosbags pytest \
 	  ros-rclpy ros-sensor-msgs ros-visualization-msgs ros-std-msgs ros-std-srvs \
 	  ros-geometry-msgs ros-nav-msgs ros-diagnostic-msgs ros-rmw-fastrtps-cpp
+	touch $@
+
+$(VENV)/.testdeps: $(VENV)/.deps
+	@missing=$$(for p in $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for the tests: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 	touch $@
 
 $(VENV)/.package: $(VENV)/.deps $(SOURCES)

@@ -187,6 +187,10 @@ def _add_live(sub: argparse._SubParsersAction) -> None:
                    help="ROS 2 parameter YAML (default: the shipped config/occuseg.yaml)")
     p.add_argument("--model", type=Path, default=None, help="checkpoint (default: models/)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--viewer", action="store_true",
+                   help="serve a live 3D view to a web browser (offline, no telemetry)")
+    p.add_argument("--viewer-address", default="127.0.0.1:8765", metavar="HOST:PORT",
+                   help="where the view is served (default: this machine only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -397,7 +401,13 @@ def cmd_live(args: argparse.Namespace) -> int:
     if args.device is not None:
         overrides["occuseg"]["device"] = args.device
         overrides["rgbd_reconstructor"]["device"] = args.device
-    result = run_live(args.out, args.duration, params, overrides)
+    viewer = None
+    if args.viewer:
+        host, _, port = args.viewer_address.rpartition(":")
+        if not host or not port.isdigit():
+            raise SceneError(f"--viewer-address must be HOST:PORT, got {args.viewer_address!r}")
+        viewer = (host, int(port))
+    result = run_live(args.out, args.duration, params, overrides, viewer_address=viewer)
     print(f"{result.frames} frames in {result.seconds:.0f} s ({result.frames / result.seconds:.1f}"
           f"/s), {result.segmentations} segmentations; scored against the simulator's "
           "ground truth:")

@@ -81,7 +81,8 @@ class LiveResult:
 
 def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None = None,
              overrides: dict[str, dict[str, Any]] | None = None,
-             status: TextIO | None = sys.stdout) -> LiveResult:
+             status: TextIO | None = sys.stdout,
+             viewer_address: tuple[str, int] | None = None) -> LiveResult:
     """Run the simulated live system for ``duration_s`` seconds (or until Ctrl-C), then
     write the labelled map, a picture and the scores against the simulator's ground truth.
 
@@ -91,6 +92,8 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
         params_file: ROS 2 parameter file for every node (sections by node name).
         overrides: node name -> parameter overrides (e.g. ``{"occuseg": {"device": "cpu"}}``).
         status: where the one-line status goes (updated in place); None: silent.
+        viewer_address: (host, port) to serve the browser view on
+            (:class:`occuseg_ros.core.viewer.MapViewer`); None: no viewer.
     """
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
@@ -104,6 +107,7 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
     context_args = ["--ros-args"] + (["--params-file", str(params_file)] if params_file else [])
     rclpy.init(args=context_args)
     nodes: dict[str, Any] = {}
+    viewer = None
     executor = None
     spinner = None
     started = time.monotonic()
@@ -121,10 +125,20 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
             executor.add_node(node)
         spinner = threading.Thread(target=executor.spin, daemon=True)
         spinner.start()
+        if viewer_address is not None:
+            from ..core.viewer import MapViewer
+
+            viewer = MapViewer(*viewer_address)
+            if status is not None:
+                status.write(f"live view: {viewer.url}\n")
+        shown = 0
         started = time.monotonic()
         try:
             while time.monotonic() - started < duration_s:
                 time.sleep(0.5)
+                if viewer is not None and segmenter.segmentations != shown:
+                    shown = segmenter.segmentations
+                    viewer.update(segmenter.last_segmentation)
                 if status is not None:
                     status.write("\r" + _status_line(time.monotonic() - started, camera,
                                                      reconstructor, segmenter))
@@ -172,6 +186,8 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
         return LiveResult(files, camera.frames_published, elapsed, segmenter.segmentations,
                           metrics)
     finally:
+        if viewer is not None:
+            viewer.close()
         if executor is not None and spinner is not None:
             executor.shutdown(timeout_sec=10.0)
             spinner.join(timeout=30.0)
