@@ -173,20 +173,26 @@ def test_increments_give_the_snapshot_instances_with_stable_ids(ros_context, mod
         for key in ("x", "y", "z", "label"):
             np.testing.assert_array_equal(final[key], reference[key])
         assert same_partition(final["instance"], reference["instance"])
-        # An instance whose points did not change between two updates keeps its id.
+        # An instance that is essentially the same object after an update (80 % of its points
+        # in one new instance, which on the points seen before is 80 % the old one) keeps
+        # its id.
         kept = 0
         for before, after in zip(history[:-1], history[1:]):
             pos = {tuple(p): i for i, p in enumerate(np.stack(
                 [after["x"], after["y"], after["z"]], axis=1).tolist())}
             idx = np.array([pos[tuple(p)] for p in np.stack(
                 [before["x"], before["y"], before["z"]], axis=1).tolist()])
+            now_on_old = after["instance"][idx]
             for inst in np.unique(before["instance"][before["instance"] > 0]):
                 mine = before["instance"] == inst
-                now = after["instance"][idx[mine]]
-                if np.unique(now).size == 1 and (after["instance"] == now[0]).sum() == mine.sum():
-                    assert now[0] == inst, f"instance {inst} was renamed {now[0]}"
+                ids, counts = np.unique(now_on_old[mine], return_counts=True)
+                best, common = ids[counts.argmax()], counts.max()
+                if best == 0 or common < 0.8 * mine.sum():
+                    continue
+                if common >= 0.8 * (now_on_old == best).sum():
+                    assert best == inst, f"instance {inst} was renamed {best}"
                     kept += 1
-        assert kept > 0, "no instance stayed unchanged between updates"
+        assert kept > 0, "no instance survived an update recognisably"
     finally:
         session.close()
 
