@@ -12,15 +12,19 @@ from typing import Sequence
 import numpy as np
 
 from .core.labels import label_name
-from .core.scene import PredictionFile, Scene, SceneError, load_scene
+from .core.scene import PredictionFile, Scene, SceneError, load_scene, save_scene
 
 LOG = logging.getLogger("occuseg")
 
 
 def _add_segment(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("segment", help="instance-segment a scene (.npz or .ply)",
-                       description="Segment SCENE and write per-point labels to --out.")
-    p.add_argument("scene", type=Path, help="scene .npz (xyz, rgb[, semantic, instance]) or .ply")
+    p = sub.add_parser("segment", help="instance-segment a scene (.npz or .ply) or a bag",
+                       description="Segment SCENE and write per-point labels to --out. A "
+                                   "rosbag2 directory is replayed offline through the RGB-D "
+                                   "reconstructor (or its surface increments) first, and "
+                                   "--out gets the labelled map in the scene format.")
+    p.add_argument("scene", type=Path, help="scene .npz (xyz, rgb[, semantic, instance]), .ply, "
+                                            "or a rosbag2 directory")
     p.add_argument("--out", type=Path, required=True, help="prediction .npz to write")
     p.add_argument("--model", type=Path, default=None,
                    help="checkpoint (default: the shipped model in models/)")
@@ -198,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_segment, _add_evaluate, _add_bench, _add_generate, _add_train,
-                _add_validate, _add_scannet, _add_node, _add_bench_node, _add_live):
+                _add_validate, _add_scannet, _add_node, _add_bench_node, _add_live, _add_bag):
         add(sub)
     return parser
 
@@ -235,6 +239,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .core.pipeline import segment_points
 
     config = _pipeline_config(args.params_file)
+    if (args.scene / "metadata.yaml").is_file():
+        return _segment_bag(args, config)
     scene = load_scene(args.scene)
     if args.predictions == "oracle":
         predictor = _oracle_predictor(scene, args.oracle_noise, args.seed)
@@ -258,6 +264,87 @@ def cmd_segment(args: argparse.Namespace) -> int:
         print(f"  {label_name(label):<16} {count:3d}")
     print("  " + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in result.timings_s.items()))
     print(f"wrote {args.out}")
+    return 0
+
+
+def _segment_bag(args: argparse.Namespace, config) -> int:
+    from .core.segmenter import Segmenter
+    from .ros.bag import segment_bag
+
+    if args.predictions != "network":
+        raise SceneError("a bag has no ground truth: --predictions oracle needs a scene file")
+    predictor = _network_predictor(args.model, args.device)
+    config.voxel_size_m = predictor.voxel_size_m
+    if args.no_occupancy:
+        config.clustering.use_occupancy = False
+    seg, skipped, frames = segment_bag(args.scene, Segmenter(predictor, config))
+    instance = np.where(seg.instance > 0, seg.instance.astype(np.int64), -1).astype(np.int32)
+    save_scene(args.out, Scene(seg.xyz, seg.rgb, seg.semantic.astype(np.int32), instance,
+                               name=args.scene.name))
+    print(f"{args.scene.name}: {frames} frames integrated, {seg.xyz.shape[0]} map points, "
+          f"{seg.num_voxels} voxels, {len(seg.instances)} instances")
+    for reason, count in sorted(skipped.items()):
+        print(f"  skipped {count} x {reason}")
+    labels, counts = np.unique(seg.instances.labels, return_counts=True)
+    for label, count in zip(labels, counts):
+        print(f"  {label_name(label):<16} {count:3d}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _add_bag(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bag", help="record, replay and summarise rosbag2 bags")
+    verbs = p.add_subparsers(dest="bag_command", required=True, metavar="VERB")
+    r = verbs.add_parser("record", help="record the simulated camera (and/or the surface "
+                                        "increments) into a new bag")
+    r.add_argument("out", type=Path, help="bag directory to create")
+    r.add_argument("--duration", type=float, default=10.0, help="seconds to record")
+    r.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    r.add_argument("--topics", nargs="+", default=None,
+                   help="topics to record (default: the camera's depth, colour, camera info "
+                        "and pose; /surface_cloud adds the reconstructor)")
+    r.add_argument("--external", action="store_true",
+                   help="record what runs on the ROS graph instead of starting the simulator")
+    r.add_argument("--seed", type=int, default=7, help="room of the simulated camera")
+    r.add_argument("--width", type=int, default=640)
+    r.add_argument("--height", type=int, default=480)
+    r.add_argument("--loop-s", type=float, default=12.0)
+    pl = verbs.add_parser("play", help="replay a bag into live topics with its timing")
+    pl.add_argument("bag", type=Path)
+    pl.add_argument("--rate", type=float, default=1.0, help="speed factor")
+    pl.add_argument("--loop", action="store_true", help="start over at the end")
+    pl.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO")
+    pl.add_argument("--no-clock", action="store_true", help="do not publish /clock")
+    i = verbs.add_parser("info", help="topics, types, counts and duration of a bag")
+    i.add_argument("bag", type=Path)
+
+
+def cmd_bag(args: argparse.Namespace) -> int:
+    from .ros.bag import CAMERA_TOPICS, SURFACE_TOPICS, bag_info, play_bag, record_live
+
+    if args.bag_command == "info":
+        print(bag_info(args.bag).format())
+        return 0
+    if args.bag_command == "play":
+        remap = {}
+        for item in args.remap:
+            source, sep, target = item.partition(":=")
+            if not sep or not source or not target:
+                raise SceneError(f"--remap expects FROM:=TO, got {item!r}")
+            remap[source] = target
+        count = play_bag(args.bag, args.rate, args.loop, remap, clock=not args.no_clock)
+        print(f"published {count} messages")
+        return 0
+    known = {**CAMERA_TOPICS, **SURFACE_TOPICS}
+    args.topics = args.topics or sorted(CAMERA_TOPICS)
+    unknown = [t for t in args.topics if t not in known]
+    if unknown:
+        raise SceneError(f"unknown topics {unknown}; known: {sorted(known)}")
+    overrides = {"sim_camera": {"seed": args.seed, "width": args.width,
+                                "height": args.height, "loop_s": args.loop_s}}
+    counts = record_live(args.out, args.duration, {t: known[t] for t in args.topics},
+                         args.storage, simulate=not args.external, overrides=overrides)
+    print(f"wrote {args.out}: " + ", ".join(f"{t} {c}" for t, c in sorted(counts.items())))
     return 0
 
 
@@ -420,7 +507,8 @@ def cmd_live(args: argparse.Namespace) -> int:
 COMMANDS = {"segment": cmd_segment, "evaluate": cmd_evaluate, "bench": cmd_bench,
             "generate": cmd_generate, "train": cmd_train, "validate": cmd_validate,
             "scannet": cmd_scannet, "node": cmd_node,
-            "bench-node": cmd_bench_node, "live": cmd_live}
+            "bench-node": cmd_bench_node, "live": cmd_live,
+            "bag": cmd_bag}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

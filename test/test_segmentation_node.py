@@ -267,7 +267,9 @@ def test_bad_input_is_counted_and_dropped_and_the_map_survives(ros_context, mode
         backwards = cloud(xyz, rgb, stamp_s=5.0)
         absurd = cloud(xyz, rgb, stamp_s=11.0)
         absurd.width, absurd.row_step = 10**9, 10**9 * absurd.point_step
-        bad = {"undecodable": [no_z, truncated, wrong_type, absurd], "empty": [all_nan, empty],
+        corrupt = bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8))
+        bad = {"corrupt": [corrupt], "undecodable": [no_z, truncated, wrong_type, absurd],
+               "empty": [all_nan, empty],
                "wrong_frame": [wrong_frame], "time_backwards": [backwards]}
         expected: dict[str, int] = {}
         for kind, msgs in bad.items():
@@ -293,6 +295,22 @@ def test_bad_input_is_counted_and_dropped_and_the_map_survives(ros_context, mode
         back = xyz_rgb_from_cloud_msg(session.publish_and_wait(
             session.cloud_pub, cloud(xyz, rgb, stamp_s=13.0)))[0]
         assert back.shape[0] == xyz.shape[0]
+        # A publisher of the wrong type on an input topic (another process: DDS refuses two
+        # types on one topic within one participant) cannot deliver; it is reported.
+        import os
+        import subprocess
+        import sys
+        other = subprocess.Popen([sys.executable, "-c", (
+            "import rclpy, time; from std_msgs.msg import String; rclpy.init(); "
+            "n = rclpy.create_node('wrong_type'); n.create_publisher(String, "
+            "'/surface_cloud', 10); time.sleep(60)")], env=os.environ.copy())
+        try:
+            wait_for(lambda: session.diagnostics().get(
+                "rejected_surface_cloud_wrong_type_publishers") == "1", 30,
+                "the wrong-type publisher in /diagnostics")
+        finally:
+            other.kill()
+            other.wait()
     finally:
         session.close()
 

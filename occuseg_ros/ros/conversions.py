@@ -84,6 +84,24 @@ _MILLIMETRE_ENCODINGS = ("16UC1", "mono16")
 _ROTATION_TOLERANCE = 1e-5
 
 
+def message_from_bytes(data: bytes, msg_type: type) -> object:
+    """Deserialise a CDR message received raw (``create_subscription(..., raw=True)``).
+
+    Nodes subscribe raw so that a corrupt message is counted and logged here instead of
+    being dropped silently inside the middleware.
+
+    Raises:
+        MessageError: the bytes are not a valid ``msg_type``.
+    """
+    from rclpy.serialization import deserialize_message
+
+    try:
+        return deserialize_message(data, msg_type)
+    except Exception as exc:  # noqa: BLE001 - rclpy raises RMWError and others
+        raise MessageError(f"corrupt serialisation of a {msg_type.__name__} "
+                           f"({len(data)} bytes)") from exc
+
+
 # ---------------------------------------------------------------------------------------------
 # PointCloud2
 # ---------------------------------------------------------------------------------------------

@@ -53,7 +53,8 @@ from std_srvs.srv import Trigger
 from ..core.tsdf import TsdfConfig, TsdfReconstructor
 from .conversions import (MessageError, cloud_msg_from_arrays, depth_m_from_image,
                           intrinsics_from_camera_info, matrix_from_pose, matrix_from_transform,
-                          packed_from_rgb, rgb_from_image, seconds_from_stamp)
+                          message_from_bytes, packed_from_rgb, rgb_from_image,
+                          seconds_from_stamp)
 
 try:  # a full ROS install has tf2_ros; PyPI does not
     from tf2_ros import Buffer, TransformException, TransformListener
@@ -145,16 +146,16 @@ class RgbdReconstructorNode(Node):
                 self._tf_listener = TransformListener(self._tf_buffer, self)
 
         inputs = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Image, "depth/image", self.depth_callback,
-                                 qos_profile_sensor_data, callback_group=inputs)
-        self.create_subscription(Image, "color/image", self.colour_callback,
-                                 qos_profile_sensor_data, callback_group=inputs)
-        self.create_subscription(CameraInfo, "depth/camera_info", self.camera_info_callback,
-                                 qos_profile_sensor_data, callback_group=inputs)
+        # Raw subscriptions: a corrupt message is counted and logged, not dropped unseen.
+        subscriptions = [(Image, "depth/image", self.depth_callback),
+                         (Image, "color/image", self.colour_callback),
+                         (CameraInfo, "depth/camera_info", self.camera_info_callback)]
         if self._tf_buffer is None:
             pose_msg = PoseStamped if p["pose_type"] == "pose" else TransformStamped
-            self.create_subscription(pose_msg, "camera_pose", self.pose_callback,
-                                     qos_profile_sensor_data, callback_group=inputs)
+            subscriptions.append((pose_msg, "camera_pose", self.pose_callback))
+        for msg_type, topic, callback in subscriptions:
+            self.create_subscription(msg_type, topic, self._decoding(msg_type, callback),
+                                     qos_profile_sensor_data, callback_group=inputs, raw=True)
         self._cloud_pub = self.create_publisher(
             PointCloud2, "surface_cloud", QoSProfile(depth=10,
                                                      reliability=ReliabilityPolicy.RELIABLE))
@@ -240,6 +241,19 @@ class RgbdReconstructorNode(Node):
         self._reject(f"{topic}_time_backwards",
                      f"{topic} stamp {stamp:.3f} s is {last - stamp:.3f} s older than the last")
         return None
+
+    def _decoding(self, msg_type: type, callback):
+        """A raw-subscription callback: deserialise (counting corrupt messages), then call."""
+
+        def receive(data: bytes) -> None:
+            try:
+                msg = message_from_bytes(data, msg_type)
+            except MessageError as exc:
+                self._reject("corrupt", str(exc))
+                return
+            callback(msg)
+
+        return receive
 
     def _reject(self, kind: str, reason: str) -> None:
         """Count a dropped input under ``kind`` and log the reason (throttled per kind)."""

@@ -48,7 +48,8 @@ from ..core.pipeline import PARAMETERS, PipelineConfig
 from ..core.segmenter import MapSegmentation, Segmenter, save_labelled_map
 from ..core.surface_map import SurfaceMap
 from .conversions import (MessageError, cloud_fields, cloud_msg_from_arrays, mesh_from_marker,
-                          packed_from_rgb, seconds_from_stamp, xyz_rgb_from_cloud_msg)
+                          message_from_bytes, packed_from_rgb, seconds_from_stamp,
+                          xyz_rgb_from_cloud_msg)
 
 try:  # a full ROS install has vision_msgs; PyPI does not
     from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
@@ -144,13 +145,15 @@ class SegmentationNode(Node):
                              durability=DurabilityPolicy.TRANSIENT_LOCAL,
                              history=HistoryPolicy.KEEP_LAST)
         inputs = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(PointCloud2, "surface_cloud", self.surface_cloud_callback,
-                                 input_qos, callback_group=inputs)
-        self.create_subscription(PointCloud2, "tsdf_voxels", self.tsdf_voxels_callback,
-                                 input_qos, callback_group=inputs)
         mesh_type = MarkerArray if p["surface_mesh_type"] == "marker_array" else Marker
-        self.create_subscription(mesh_type, "surface_mesh", self.surface_mesh_callback,
-                                 input_qos, callback_group=inputs)
+        self._inputs = {"surface_cloud": PointCloud2, "tsdf_voxels": PointCloud2,
+                        "surface_mesh": mesh_type}
+        for topic, callback in (("surface_cloud", self.surface_cloud_callback),
+                                ("tsdf_voxels", self.tsdf_voxels_callback),
+                                ("surface_mesh", self.surface_mesh_callback)):
+            self.create_subscription(self._inputs[topic], topic,
+                                     self._decoding(topic, callback), input_qos,
+                                     callback_group=inputs, raw=True)
         self._cloud_pub = self.create_publisher(PointCloud2, "~/segmented_cloud", latched)
         self._marker_pub = self.create_publisher(MarkerArray, "~/instance_markers", latched)
         self._instances_pub = self.create_publisher(PointCloud2, "~/instances", latched)
@@ -236,6 +239,21 @@ class SegmentationNode(Node):
             return np.concatenate([v for v, _ in parts]), np.concatenate([c for _, c in parts])
 
         self._store("surface_mesh", meshes[0].header, decode)
+
+    def _decoding(self, topic: str, callback):
+        """A raw-subscription callback: deserialise (counting corrupt messages), then call."""
+        msg_type = self._inputs[topic]
+
+        def receive(data: bytes) -> None:
+            try:
+                msg = message_from_bytes(data, msg_type)
+            except MessageError as exc:
+                self._counts[f"{topic}_messages"] += 1
+                self._reject(topic, "corrupt", str(exc))
+                return
+            callback(msg)
+
+        return receive
 
     def _cloud_points(self, msg: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
         xyz, rgb = xyz_rgb_from_cloud_msg(msg, self._params["max_points"])
@@ -445,6 +463,15 @@ class SegmentationNode(Node):
             points, blocks = self._map.num_points, self._map.num_blocks
             counts, rejected = dict(self._counts), dict(self._rejected)
         seg = self._last
+        for topic, msg_type in self._inputs.items():
+            expected = f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
+            wrong = sum(info.topic_type != expected for info in
+                        self.get_publishers_info_by_topic(self.resolve_topic_name(topic)))
+            if wrong:
+                rejected[f"{topic}_wrong_type_publishers"] = wrong
+                self.get_logger().warning(
+                    f"{wrong} publisher(s) on {topic} with a type other than {expected}: "
+                    "their messages cannot reach this node", throttle_duration_sec=10.0)
         elapsed = max(now - self._last_diagnostics, 1e-9)
         rates = {f"{k.replace('_messages', '').replace('segmentations', 'segment')}_rate_hz":
                  f"{(v - self._previous_counts.get(k, 0)) / elapsed:.2f}"

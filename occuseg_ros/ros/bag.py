@@ -1,0 +1,396 @@
+"""Rosbag2 record, replay and summary, with ``rosbags`` (rosbag2_py is not on PyPI).
+
+Bags are standard rosbag2 directories (``metadata.yaml`` plus one ``.mcap`` or ``.db3``
+file, format version 9), so ``ros2 bag info`` and ``ros2 bag play`` of a ROS install read
+them. Messages travel as serialised CDR end to end: the recorder subscribes in raw mode and
+writes the bytes it receives, and the player publishes the recorded bytes, so nothing is
+decoded on the way (a corrupt message reaches the node under test as it was recorded).
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+#: What ``occuseg bag record`` takes by default: the simulated camera stream.
+CAMERA_TOPICS: dict[str, str] = {
+    "/depth/image": "sensor_msgs/msg/Image",
+    "/color/image": "sensor_msgs/msg/Image",
+    "/depth/camera_info": "sensor_msgs/msg/CameraInfo",
+    "/camera_pose": "geometry_msgs/msg/PoseStamped",
+}
+#: The reconstructor's output, recorded with ``--topics /surface_cloud``.
+SURFACE_TOPICS: dict[str, str] = {"/surface_cloud": "sensor_msgs/msg/PointCloud2"}
+
+_STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+
+
+def message_class(msgtype: str) -> type:
+    """The rclpy message class of a ROS 2 type name such as ``sensor_msgs/msg/Image``."""
+    package, kind, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{package}.{kind}"), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"message type {msgtype} is not installed") from exc
+
+
+class BagRecorder:
+    """Writes every message of the given topics into a new bag, as received.
+
+    Subscriptions are raw (the serialised bytes are written), best effort for sensor data;
+    the timestamp of each record is the receive time in nanoseconds, as ``ros2 bag record``.
+
+    Args:
+        node: the node that subscribes (spun by the caller's executor).
+        out: bag directory to create (must not exist).
+        topics: topic -> ROS 2 type name.
+        storage: ``mcap`` or ``sqlite3``.
+    """
+
+    def __init__(self, node: Node, out: Path, topics: dict[str, str],
+                 storage: str = "mcap") -> None:
+        if storage not in _STORAGE:
+            raise ValueError(f"storage must be one of {sorted(_STORAGE)}, got {storage!r}")
+        if Path(out).exists():
+            raise ValueError(f"{out} exists; a bag is written to a new directory")
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        typestore = get_typestore(Stores.ROS2_KILTED)
+        self._writer = Writer(Path(out), version=9, storage_plugin=_STORAGE[storage])
+        self._writer.open()
+        self._connections = {topic: self._writer.add_connection(topic, msgtype,
+                                                                typestore=typestore)
+                             for topic, msgtype in topics.items()}
+        self._subscriptions = [
+            node.create_subscription(message_class(msgtype), topic,
+                                     lambda data, topic=topic: self._write(topic, data),
+                                     qos_profile_sensor_data, raw=True)
+            for topic, msgtype in topics.items()]
+        self._node = node
+        self._closed = False
+
+    def _write(self, topic: str, data: bytes) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._writer.write(self._connections[topic], time.time_ns(), data)
+            self.counts[topic] += 1
+
+    def close(self) -> None:
+        """Stop recording and finish the bag (metadata.yaml)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for subscription in self._subscriptions:
+                self._node.destroy_subscription(subscription)
+            self._writer.close()
+
+
+@dataclass
+class BagSummary:
+    """What ``occuseg bag info`` prints."""
+
+    path: Path
+    storage: str
+    duration_s: float
+    start_ns: int
+    topics: dict[str, tuple[str, int]]  # topic -> (type, message count)
+
+    def format(self) -> str:
+        width = max((len(t) for t in self.topics), default=5)
+        lines = [f"bag:       {self.path}", f"storage:   {self.storage}",
+                 f"duration:  {self.duration_s:.3f} s",
+                 f"messages:  {sum(c for _, c in self.topics.values())}", "topics:"]
+        lines += [f"  {topic:<{width}}  {count:6d}  {msgtype}"
+                  for topic, (msgtype, count) in sorted(self.topics.items())]
+        return "\n".join(lines)
+
+
+def bag_info(path: Path) -> BagSummary:
+    """Topics, types, counts and duration of a bag."""
+    with _reader(path) as reader:
+        counts: Counter[str] = Counter()
+        types = {c.topic: c.msgtype for c in reader.connections}
+        for connection in reader.connections:
+            counts[connection.topic] += connection.msgcount
+        storage = "mcap" if any(Path(path).glob("*.mcap")) else "sqlite3"
+        return BagSummary(Path(path), storage, reader.duration / 1e9 if counts else 0.0,
+                          reader.start_time if counts else 0,
+                          {t: (types[t], counts[t]) for t in types})
+
+
+def bag_messages(path: Path, topics: Iterable[str] | None = None
+                 ) -> Iterator[tuple[str, str, int, bytes]]:
+    """(topic, type, timestamp ns, serialised bytes) in time order."""
+    with _reader(path) as reader:
+        wanted = [c for c in reader.connections if topics is None or c.topic in set(topics)]
+        for connection, timestamp, data in reader.messages(connections=wanted):
+            yield connection.topic, connection.msgtype, timestamp, bytes(data)
+
+
+def _reader(path: Path) -> "_Closing":
+    path = Path(path)
+    if not (path / "metadata.yaml").is_file():
+        raise ValueError(f"{path} is not a rosbag2 directory (no metadata.yaml)")
+    reader = AnyReader([path], default_typestore=get_typestore(Stores.ROS2_KILTED))
+    reader.open()
+    return _Closing(reader)
+
+
+class _Closing:
+    """Context manager around an opened AnyReader."""
+
+    def __init__(self, reader: AnyReader) -> None:
+        self.reader = reader
+
+    def __enter__(self) -> AnyReader:
+        return self.reader
+
+    def __exit__(self, *exc: object) -> None:
+        self.reader.close()
+
+
+class BagPlayer:
+    """Publishes a bag's messages with their recorded timing, and the bag time on /clock.
+
+    Args:
+        node: the node that publishes (spun or not: publishing needs no executor).
+        path: the bag.
+        rate: playback speed factor (2.0 = twice as fast).
+        remap: topic -> new topic.
+        clock: publish rosgraph_msgs/Clock (for nodes with ``use_sim_time``).
+    """
+
+    def __init__(self, node: Node, path: Path, rate: float = 1.0,
+                 remap: dict[str, str] | None = None, clock: bool = True) -> None:
+        if not rate > 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        self.summary = bag_info(path)
+        self.path, self.rate, self.remap = Path(path), float(rate), remap or {}
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self._publishers = {
+            topic: node.create_publisher(message_class(msgtype), self.remap.get(topic, topic),
+                                         reliable)
+            for topic, (msgtype, _) in self.summary.topics.items()}
+        self._clock = None
+        if clock:
+            from rosgraph_msgs.msg import Clock
+            self._clock_type = Clock
+            self._clock = node.create_publisher(Clock, "/clock", 10)
+        self.published: Counter[str] = Counter()
+
+    def topics(self) -> dict[str, str]:
+        """Recorded topic -> topic it is published on."""
+        return {t: self.remap.get(t, t) for t in self.summary.topics}
+
+    def play(self, stop: threading.Event | None = None) -> int:
+        """Publish the whole bag once, in recorded time order; return the message count."""
+        start_wall = time.monotonic()
+        start_bag = None
+        count = 0
+        for topic, _, timestamp, data in bag_messages(self.path):
+            if stop is not None and stop.is_set():
+                break
+            if start_bag is None:
+                start_bag = timestamp
+            delay = (timestamp - start_bag) / 1e9 / self.rate - (time.monotonic() - start_wall)
+            if delay > 0:
+                time.sleep(delay)
+            if self._clock is not None:
+                clock = self._clock_type()
+                clock.clock.sec, clock.clock.nanosec = divmod(timestamp, 1_000_000_000)
+                self._clock.publish(clock)
+            self._publishers[topic].publish(data)
+            self.published[topic] += 1
+            count += 1
+        return count
+
+
+def record_live(out: Path, duration_s: float, topics: dict[str, str], storage: str = "mcap",
+                simulate: bool = True, overrides: dict[str, dict] | None = None) -> Counter:
+    """Record ``topics`` for ``duration_s`` seconds into a new bag.
+
+    With ``simulate`` the simulated camera (and, when ``/surface_cloud`` is asked for, the
+    RGB-D reconstructor) run in this process; otherwise whatever publishes on the graph is
+    recorded. Returns the message count per topic.
+    """
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from .live import _node_class
+
+    overrides = overrides or {}
+    rclpy.init()
+    nodes: list[Node] = []
+    try:
+        if simulate:
+            executables = ["sim_camera"] + (["rgbd_reconstructor"]
+                                            if "/surface_cloud" in topics else [])
+            for executable in executables:
+                name = executable
+                nodes.append(_node_class(executable)(parameter_overrides=[
+                    Parameter(k, value=v) for k, v in overrides.get(name, {}).items()]))
+        recorder_node = Node("occuseg_bag_recorder")
+        nodes.append(recorder_node)
+        recorder = BagRecorder(recorder_node, out, topics, storage)
+        executor = MultiThreadedExecutor(num_threads=4)
+        for node in nodes:
+            executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        try:
+            time.sleep(duration_s)
+        except KeyboardInterrupt:
+            pass
+        recorder.close()
+        executor.shutdown(timeout_sec=10.0)
+        spinner.join(timeout=30.0)
+        return recorder.counts
+    finally:
+        for node in nodes:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+def play_bag(path: Path, rate: float = 1.0, loop: bool = False,
+             remap: dict[str, str] | None = None, clock: bool = True) -> int:
+    """Replay a bag into live topics (``occuseg bag play``); Ctrl-C stops. Returns the number
+    of messages published."""
+    import rclpy
+
+    rclpy.init()
+    node = Node("occuseg_bag_player")
+    try:
+        player = BagPlayer(node, path, rate, remap, clock)
+        time.sleep(1.0)  # let subscribers discover the publishers before the first message
+        total = 0
+        try:
+            while True:
+                total += player.play()
+                if not loop:
+                    break
+        except KeyboardInterrupt:
+            pass
+        return total
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+def segment_bag(path: Path, segmenter, tsdf_config=None, block_size_m: float = 0.16,
+                sync_tolerance_s: float = 0.02):
+    """Replay a bag offline, as fast as possible, through the reconstructor and segmenter.
+
+    Camera topics (depth, colour, camera info, pose) are fused into a TSDF frame by frame
+    (depth, colour and pose matched by stamp within ``sync_tolerance_s``); a bag holding only
+    ``/surface_cloud`` increments builds the map from them. Messages that do not decode are
+    skipped and counted.
+
+    Args:
+        path: the bag.
+        segmenter: a :class:`occuseg_ros.core.segmenter.Segmenter`.
+        tsdf_config: :class:`occuseg_ros.core.tsdf.TsdfConfig` (defaults when None).
+        block_size_m: block edge of surface increments.
+
+    Returns:
+        (the :class:`MapSegmentation` of the final map, Counter of skipped messages by reason,
+        number of frames integrated).
+    """
+    from rclpy.serialization import deserialize_message
+
+    from ..core.surface_map import SurfaceMap
+    from ..core.tsdf import TsdfConfig, TsdfReconstructor
+    from .conversions import (MessageError, depth_m_from_image, intrinsics_from_camera_info,
+                              matrix_from_pose, rgb_from_image, seconds_from_stamp,
+                              xyz_rgb_from_cloud_msg)
+
+    summary = bag_info(path)
+    camera = all(t in summary.topics for t in CAMERA_TOPICS)
+    if not camera and "/surface_cloud" not in summary.topics:
+        raise ValueError(f"{path} has neither the camera topics {sorted(CAMERA_TOPICS)} nor "
+                         "/surface_cloud")
+    skipped: Counter[str] = Counter()
+    tsdf = TsdfReconstructor(tsdf_config or TsdfConfig()) if camera else None
+    surface = SurfaceMap(block_size_m)
+    pending: dict[str, dict[float, object]] = {"/depth/image": {}, "/color/image": {},
+                                               "/camera_pose": {}}
+    intrinsics = None
+    frames = 0
+    for topic, msgtype, _, data in bag_messages(path):
+        try:
+            msg = deserialize_message(data, message_class(msgtype))
+        except Exception:  # noqa: BLE001 - rclpy raises bare errors on corrupt CDR
+            skipped[f"{topic}: corrupt serialisation"] += 1
+            continue
+        try:
+            if topic == "/surface_cloud" and not camera:
+                xyz, rgb = xyz_rgb_from_cloud_msg(msg)
+                finite = np.isfinite(xyz).all(axis=1)
+                if rgb is None:
+                    rgb = np.full(xyz.shape, 128, np.uint8)
+                if finite.any():
+                    surface.replace_blocks(xyz[finite], rgb[finite])
+            elif topic == "/depth/camera_info":
+                intrinsics = intrinsics_from_camera_info(msg)
+            elif topic in pending:
+                stamp = seconds_from_stamp(msg.header.stamp)
+                decoded = (depth_m_from_image(msg) if topic == "/depth/image" else
+                           rgb_from_image(msg) if topic == "/color/image" else
+                           matrix_from_pose(msg.pose))
+                pending[topic][stamp] = decoded
+                frames += _integrate_ready(tsdf, pending, intrinsics, sync_tolerance_s,
+                                           skipped)
+        except (MessageError, ValueError) as exc:
+            skipped[f"{topic}: {str(exc)[:80]}"] += 1
+    if camera:
+        xyz, rgb = tsdf.surface()
+    else:
+        xyz, rgb = surface.points()
+    return segmenter.segment(xyz, rgb), skipped, frames
+
+
+def _integrate_ready(tsdf, pending: dict, intrinsics, tolerance_s: float,
+                     skipped: Counter) -> int:
+    """Integrate every depth frame that has a colour image and a pose within tolerance."""
+    done = 0
+    depth, colour, poses = (pending["/depth/image"], pending["/color/image"],
+                            pending["/camera_pose"])
+    for stamp in sorted(depth):
+        c = min(colour, key=lambda t: abs(t - stamp), default=None)
+        p = min(poses, key=lambda t: abs(t - stamp), default=None)
+        if c is None or p is None or abs(c - stamp) > tolerance_s or \
+                abs(p - stamp) > tolerance_s or intrinsics is None:
+            continue
+        K, width, height = intrinsics
+        image = depth.pop(stamp)
+        if image.shape != (height, width) or colour[c].shape[:2] != image.shape:
+            skipped["/depth/image: size differs from camera_info or colour"] += 1
+            continue
+        try:
+            tsdf.integrate(image, colour.pop(c), K, poses.pop(p))
+            done += 1
+        except ValueError as exc:
+            skipped[f"/depth/image: {str(exc)[:80]}"] += 1
+    # Unmatched messages older than a second behind the newest are dropped.
+    for items in pending.values():
+        if items:
+            newest = max(items)
+            for stamp in [t for t in items if t < newest - 1.0]:
+                del items[stamp]
+    return done
