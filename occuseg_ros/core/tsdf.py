@@ -269,7 +269,8 @@ class TsdfReconstructor:
         return xyz[keep], rgb[keep], blocks
 
     def surface(self) -> tuple[np.ndarray, np.ndarray]:
-        """The whole surface: xyz (N, 3) float32 map-frame metres, rgb (N, 3) uint8."""
+        """The whole surface: xyz (N, 3) float32 map-frame metres, rgb (N, 3) uint8, sorted
+        by x, then y, then z (deterministic)."""
         with self._lock:
             return self._extract(self._grid)
 
@@ -309,7 +310,10 @@ class TsdfReconstructor:
         xyz = cloud.point.positions.cpu().numpy().astype(np.float32)
         colours = cloud.point.colors.cpu().numpy()
         rgb = np.clip(np.rint(colours * 255.0), 0, 255).astype(np.uint8)
-        return xyz, rgb
+        # open3d's hash map hands blocks out in an order that varies from run to run; sort
+        # (x, then y, then z) so the same volume always gives the same arrays.
+        order = np.lexsort((xyz[:, 2], xyz[:, 1], xyz[:, 0]))
+        return xyz[order], rgb[order]
 
 
 def _empty_surface() -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,8 @@ decoded on the way (a corrupt message reaches the node under test as it was reco
 from __future__ import annotations
 
 import importlib
+import queue
+import sys
 import threading
 import time
 from collections import Counter
@@ -51,52 +53,77 @@ class BagRecorder:
 
     Subscriptions are raw (the serialised bytes are written), best effort for sensor data;
     the timestamp of each record is the receive time in nanoseconds, as ``ros2 bag record``.
+    One writer thread owns the bag (sqlite3 connections are bound to their thread); callbacks
+    hand it messages through a bounded queue, and count what they drop when it is full.
 
     Args:
         node: the node that subscribes (spun by the caller's executor).
         out: bag directory to create (must not exist).
         topics: topic -> ROS 2 type name.
         storage: ``mcap`` or ``sqlite3``.
+        queue_size: messages waiting for the writer at most.
     """
 
     def __init__(self, node: Node, out: Path, topics: dict[str, str],
-                 storage: str = "mcap") -> None:
+                 storage: str = "mcap", queue_size: int = 1000) -> None:
         if storage not in _STORAGE:
             raise ValueError(f"storage must be one of {sorted(_STORAGE)}, got {storage!r}")
         if Path(out).exists():
             raise ValueError(f"{out} exists; a bag is written to a new directory")
         self.counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        typestore = get_typestore(Stores.ROS2_KILTED)
-        self._writer = Writer(Path(out), version=9, storage_plugin=_STORAGE[storage])
-        self._writer.open()
-        self._connections = {topic: self._writer.add_connection(topic, msgtype,
-                                                                typestore=typestore)
-                             for topic, msgtype in topics.items()}
+        self.dropped: Counter[str] = Counter()
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write_all,
+                                        args=(Path(out), topics, storage), daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        self._node = node
         self._subscriptions = [
             node.create_subscription(message_class(msgtype), topic,
-                                     lambda data, topic=topic: self._write(topic, data),
+                                     lambda data, topic=topic: self._receive(topic, data),
                                      qos_profile_sensor_data, raw=True)
             for topic, msgtype in topics.items()]
-        self._node = node
         self._closed = False
 
-    def _write(self, topic: str, data: bytes) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._writer.write(self._connections[topic], time.time_ns(), data)
-            self.counts[topic] += 1
+    def _receive(self, topic: str, data: bytes) -> None:
+        try:
+            self._queue.put_nowait((topic, time.time_ns(), data))
+        except queue.Full:
+            self.dropped[topic] += 1
+
+    def _write_all(self, out: Path, topics: dict[str, str], storage: str) -> None:
+        try:
+            typestore = get_typestore(Stores.ROS2_KILTED)
+            writer = Writer(out, version=9, storage_plugin=_STORAGE[storage])
+            writer.open()
+            connections = {topic: writer.add_connection(topic, msgtype, typestore=typestore)
+                           for topic, msgtype in topics.items()}
+        except Exception as exc:  # noqa: BLE001 - reported to the constructor
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while (item := self._queue.get()) is not None:
+                topic, timestamp, data = item
+                writer.write(connections[topic], timestamp, data)
+                self.counts[topic] += 1
+        finally:
+            writer.close()
 
     def close(self) -> None:
-        """Stop recording and finish the bag (metadata.yaml)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            for subscription in self._subscriptions:
-                self._node.destroy_subscription(subscription)
-            self._writer.close()
+        """Stop recording, write what is queued and finish the bag (metadata.yaml)."""
+        if self._closed:
+            return
+        self._closed = True
+        for subscription in self._subscriptions:
+            self._node.destroy_subscription(subscription)
+        self._queue.put(None)
+        self._thread.join()
 
 
 @dataclass
@@ -181,16 +208,34 @@ class BagPlayer:
         self.summary = bag_info(path)
         self.path, self.rate, self.remap = Path(path), float(rate), remap or {}
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        self._publishers = {
-            topic: node.create_publisher(message_class(msgtype), self.remap.get(topic, topic),
-                                         reliable)
-            for topic, (msgtype, _) in self.summary.topics.items()}
+        # One type per topic (DDS allows no other within a process): connections of a
+        # second type on a topic are skipped and counted, the first type seen is played.
+        self._publishers: dict[tuple[str, str], object] = {}
+        self.skipped: Counter[str] = Counter()
+        with _reader(path) as reader:
+            connections = [(c.topic, c.msgtype) for c in reader.connections]
+        played: dict[str, str] = {}
+        for topic, msgtype in connections:
+            if played.setdefault(topic, msgtype) == msgtype and \
+                    (topic, msgtype) not in self._publishers:
+                self._publishers[(topic, msgtype)] = node.create_publisher(
+                    message_class(msgtype), self.remap.get(topic, topic), reliable)
         self._clock = None
         if clock:
             from rosgraph_msgs.msg import Clock
             self._clock_type = Clock
             self._clock = node.create_publisher(Clock, "/clock", 10)
         self.published: Counter[str] = Counter()
+
+    def wait_for_subscribers(self, timeout_s: float) -> bool:
+        """Wait until every topic has a subscriber (DDS discovery), at most ``timeout_s``;
+        return whether they all do."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(p.get_subscription_count() > 0 for p in self._publishers.values()):
+                return True
+            time.sleep(0.05)
+        return False
 
     def topics(self) -> dict[str, str]:
         """Recorded topic -> topic it is published on."""
@@ -201,9 +246,13 @@ class BagPlayer:
         start_wall = time.monotonic()
         start_bag = None
         count = 0
-        for topic, _, timestamp, data in bag_messages(self.path):
+        for topic, msgtype, timestamp, data in bag_messages(self.path):
             if stop is not None and stop.is_set():
                 break
+            publisher = self._publishers.get((topic, msgtype))
+            if publisher is None:
+                self.skipped[f"{topic} ({msgtype})"] += 1
+                continue
             if start_bag is None:
                 start_bag = timestamp
             delay = (timestamp - start_bag) / 1e9 / self.rate - (time.monotonic() - start_wall)
@@ -213,7 +262,7 @@ class BagPlayer:
                 clock = self._clock_type()
                 clock.clock.sec, clock.clock.nanosec = divmod(timestamp, 1_000_000_000)
                 self._clock.publish(clock)
-            self._publishers[topic].publish(data)
+            publisher.publish(data)
             self.published[topic] += 1
             count += 1
         return count
@@ -277,7 +326,7 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False,
     node = Node("occuseg_bag_player")
     try:
         player = BagPlayer(node, path, rate, remap, clock)
-        time.sleep(1.0)  # let subscribers discover the publishers before the first message
+        player.wait_for_subscribers(10.0)
         total = 0
         try:
             while True:
@@ -286,6 +335,9 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False,
                     break
         except KeyboardInterrupt:
             pass
+        for what, count in sorted(player.skipped.items()):
+            print(f"skipped {count} messages of {what}: the topic was played with another "
+                  "type", file=sys.stderr)
         return total
     finally:
         node.destroy_node()

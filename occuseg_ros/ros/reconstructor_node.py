@@ -51,10 +51,11 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from ..core.tsdf import TsdfConfig, TsdfReconstructor
-from .conversions import (MessageError, cloud_msg_from_arrays, depth_m_from_image,
+from .conversions import (MessageError, cloud_msg_from_arrays, depth_m_from_image, image_array,
                           intrinsics_from_camera_info, matrix_from_pose, matrix_from_transform,
                           message_from_bytes, packed_from_rgb, rgb_from_image,
                           seconds_from_stamp)
+from .graph import type_name, wrong_type_publishers
 
 try:  # a full ROS install has tf2_ros; PyPI does not
     from tf2_ros import Buffer, TransformException, TransformListener
@@ -65,6 +66,9 @@ except ImportError:
 IMAGE_BUFFER = 10
 #: Poses kept while waiting for images (1 s at 200 Hz).
 POSE_BUFFER = 200
+#: Image encodings accepted on depth/image and color/image.
+_DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
+_COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8")
 #: Seconds between two log lines for the same rejection reason.
 LOG_THROTTLE_S = 2.0
 
@@ -87,6 +91,8 @@ NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
     "sync_tolerance_s": (0.02, "largest stamp difference between depth, colour and pose, s"),
     "use_tf": (False, "look T_map_camera up in TF (map_frame <- depth frame) instead of "
                       "camera_pose; falls back to camera_pose when tf2_ros is missing"),
+    "input_qos": ("sensor_data", "sensor_data (best effort, latest few) | reliable (depth 50, "
+                                 "for bag replays that must not lose a frame)"),
     "diagnostics_period_s": (1.0, "seconds between /diagnostics messages"),
 }
 
@@ -153,9 +159,14 @@ class RgbdReconstructorNode(Node):
         if self._tf_buffer is None:
             pose_msg = PoseStamped if p["pose_type"] == "pose" else TransformStamped
             subscriptions.append((pose_msg, "camera_pose", self.pose_callback))
+        self._inputs = {topic: msg_type for msg_type, topic, _ in subscriptions}
+        if p["input_qos"] not in ("sensor_data", "reliable"):
+            raise ValueError(f"input_qos must be sensor_data or reliable, got {p['input_qos']!r}")
+        input_qos = (qos_profile_sensor_data if p["input_qos"] == "sensor_data" else
+                     QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
         for msg_type, topic, callback in subscriptions:
             self.create_subscription(msg_type, topic, self._decoding(msg_type, callback),
-                                     qos_profile_sensor_data, callback_group=inputs, raw=True)
+                                     input_qos, callback_group=inputs, raw=True)
         self._cloud_pub = self.create_publisher(
             PointCloud2, "surface_cloud", QoSProfile(depth=10,
                                                      reliability=ReliabilityPolicy.RELIABLE))
@@ -174,6 +185,12 @@ class RgbdReconstructorNode(Node):
         return float(self._params["publish_rate_hz"])
 
     @property
+    def rejected(self) -> dict[str, int]:
+        """Inputs rejected so far, by reason."""
+        with self._lock:
+            return dict(self._rejected)
+
+    @property
     def counts(self) -> dict[str, int]:
         """Counters so far (``frames_integrated``, ``frames_dropped``, ``increments_published``,
         messages per topic)."""
@@ -183,7 +200,13 @@ class RgbdReconstructorNode(Node):
     # ----------------------------------------------------------------- input callbacks
 
     def depth_callback(self, msg: Image) -> None:
-        """Store a depth image (decoded when its frame is integrated)."""
+        """Check and store a depth image (converted to metres when its frame is integrated)."""
+        if msg.encoding not in _DEPTH_ENCODINGS:
+            self._reject("depth_undecodable", f"depth encoding {msg.encoding!r} is not one of "
+                                              f"{_DEPTH_ENCODINGS}")
+            return
+        if not self._layout_ok("depth", msg):
+            return
         if self._accept_stamp("depth", msg.header) is not None:
             with self._lock:
                 if len(self._depth) == self._depth.maxlen:
@@ -191,10 +214,25 @@ class RgbdReconstructorNode(Node):
                 self._depth.append(msg)
 
     def colour_callback(self, msg: Image) -> None:
-        """Store a colour image (decoded when its frame is integrated)."""
+        """Check and store a colour image (converted when its frame is integrated)."""
+        if msg.encoding not in _COLOUR_ENCODINGS:
+            self._reject("color_undecodable", f"colour encoding {msg.encoding!r} is not one of "
+                                              f"{_COLOUR_ENCODINGS}")
+            return
+        if not self._layout_ok("color", msg):
+            return
         if self._accept_stamp("color", msg.header) is not None:
             with self._lock:
                 self._colour.append(msg)
+
+    def _layout_ok(self, topic: str, msg: Image) -> bool:
+        """Whether the image's size, step and data agree (a view: nothing is copied)."""
+        try:
+            image_array(msg)
+        except MessageError as exc:
+            self._reject(f"{topic}_undecodable", str(exc))
+            return False
+        return True
 
     def camera_info_callback(self, msg: CameraInfo) -> None:
         """Keep the latest valid intrinsics."""
@@ -411,6 +449,14 @@ class RgbdReconstructorNode(Node):
             counts, rejected = dict(self._counts), dict(self._rejected)
             latest = dict(self._latest)
         total_rejected = sum(rejected.values())
+        for topic, msg_type in self._inputs.items():
+            wrong = wrong_type_publishers(self, topic, msg_type)
+            if wrong:
+                rejected[f"{topic.replace('/', '_')}_wrong_type_publishers"] = wrong
+                self.get_logger().warning(
+                    f"{wrong} publisher(s) on {topic} with a type other than "
+                    f"{type_name(msg_type)}: their messages cannot reach this node",
+                    throttle_duration_sec=10.0)
         values: dict[str, Any] = {
             "frames_integrated": counts.pop("frames_integrated", 0),
             "frames_dropped": counts.pop("frames_dropped", 0),

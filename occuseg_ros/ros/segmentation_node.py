@@ -50,6 +50,7 @@ from ..core.surface_map import SurfaceMap
 from .conversions import (MessageError, cloud_fields, cloud_msg_from_arrays, mesh_from_marker,
                           message_from_bytes, packed_from_rgb, seconds_from_stamp,
                           xyz_rgb_from_cloud_msg)
+from .graph import type_name, wrong_type_publishers
 
 try:  # a full ROS install has vision_msgs; PyPI does not
     from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
@@ -179,6 +180,12 @@ class SegmentationNode(Node):
     def num_instances(self) -> int:
         """Instances in the last published segmentation."""
         return len(self._last.instances) if self._last is not None else 0
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Input messages dropped so far, by ``<topic>_<reason>``."""
+        with self._lock:
+            return dict(self._rejected)
 
     @property
     def segmentations(self) -> int:
@@ -464,14 +471,13 @@ class SegmentationNode(Node):
             counts, rejected = dict(self._counts), dict(self._rejected)
         seg = self._last
         for topic, msg_type in self._inputs.items():
-            expected = f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
-            wrong = sum(info.topic_type != expected for info in
-                        self.get_publishers_info_by_topic(self.resolve_topic_name(topic)))
+            wrong = wrong_type_publishers(self, topic, msg_type)
             if wrong:
                 rejected[f"{topic}_wrong_type_publishers"] = wrong
                 self.get_logger().warning(
-                    f"{wrong} publisher(s) on {topic} with a type other than {expected}: "
-                    "their messages cannot reach this node", throttle_duration_sec=10.0)
+                    f"{wrong} publisher(s) on {topic} with a type other than "
+                    f"{type_name(msg_type)}: their messages cannot reach this node",
+                    throttle_duration_sec=10.0)
         elapsed = max(now - self._last_diagnostics, 1e-9)
         rates = {f"{k.replace('_messages', '').replace('segmentations', 'segment')}_rate_hz":
                  f"{(v - self._previous_counts.get(k, 0)) / elapsed:.2f}"
