@@ -37,12 +37,10 @@ from collections import Counter, deque
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TransformStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
@@ -53,9 +51,8 @@ from std_srvs.srv import Trigger
 from ..core.tsdf import TsdfConfig, TsdfReconstructor
 from .conversions import (MessageError, cloud_msg_from_arrays, depth_m_from_image, image_array,
                           intrinsics_from_camera_info, matrix_from_pose, matrix_from_transform,
-                          message_from_bytes, packed_from_rgb, rgb_from_image,
-                          seconds_from_stamp)
-from .graph import type_name, wrong_type_publishers
+                          packed_from_rgb, rgb_from_image, seconds_from_stamp)
+from .graph import decoding, spin_node, type_name, wrong_type_publishers
 
 try:  # a full ROS install has tf2_ros; PyPI does not
     from tf2_ros import Buffer, TransformException, TransformListener
@@ -165,7 +162,9 @@ class RgbdReconstructorNode(Node):
         input_qos = (qos_profile_sensor_data if p["input_qos"] == "sensor_data" else
                      QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
         for msg_type, topic, callback in subscriptions:
-            self.create_subscription(msg_type, topic, self._decoding(msg_type, callback),
+            receive = decoding(msg_type, callback,
+                               lambda reason: self._reject("corrupt", reason))
+            self.create_subscription(msg_type, topic, receive,
                                      input_qos, callback_group=inputs, raw=True)
         self._cloud_pub = self.create_publisher(
             PointCloud2, "surface_cloud", QoSProfile(depth=10,
@@ -201,13 +200,7 @@ class RgbdReconstructorNode(Node):
 
     def depth_callback(self, msg: Image) -> None:
         """Check and store a depth image (converted to metres when its frame is integrated)."""
-        if msg.encoding not in _DEPTH_ENCODINGS:
-            self._reject("depth_undecodable", f"depth encoding {msg.encoding!r} is not one of "
-                                              f"{_DEPTH_ENCODINGS}")
-            return
-        if not self._layout_ok("depth", msg):
-            return
-        if self._accept_stamp("depth", msg.header) is not None:
+        if self._image_ok("depth", msg, _DEPTH_ENCODINGS):
             with self._lock:
                 if len(self._depth) == self._depth.maxlen:
                     self._counts["frames_dropped"] += 1
@@ -215,24 +208,23 @@ class RgbdReconstructorNode(Node):
 
     def colour_callback(self, msg: Image) -> None:
         """Check and store a colour image (converted when its frame is integrated)."""
-        if msg.encoding not in _COLOUR_ENCODINGS:
-            self._reject("color_undecodable", f"colour encoding {msg.encoding!r} is not one of "
-                                              f"{_COLOUR_ENCODINGS}")
-            return
-        if not self._layout_ok("color", msg):
-            return
-        if self._accept_stamp("color", msg.header) is not None:
+        if self._image_ok("color", msg, _COLOUR_ENCODINGS):
             with self._lock:
                 self._colour.append(msg)
 
-    def _layout_ok(self, topic: str, msg: Image) -> bool:
-        """Whether the image's size, step and data agree (a view: nothing is copied)."""
+    def _image_ok(self, topic: str, msg: Image, encodings: tuple[str, ...]) -> bool:
+        """Whether an image has an accepted encoding, consistent size, step and data (checked
+        on a view: nothing is copied) and a stamp not older than the last; else rejected."""
+        if msg.encoding not in encodings:
+            self._reject(f"{topic}_undecodable",
+                         f"{topic} encoding {msg.encoding!r} is not one of {encodings}")
+            return False
         try:
             image_array(msg)
         except MessageError as exc:
             self._reject(f"{topic}_undecodable", str(exc))
             return False
-        return True
+        return self._accept_stamp(topic, msg.header) is not None
 
     def camera_info_callback(self, msg: CameraInfo) -> None:
         """Keep the latest valid intrinsics."""
@@ -279,19 +271,6 @@ class RgbdReconstructorNode(Node):
         self._reject(f"{topic}_time_backwards",
                      f"{topic} stamp {stamp:.3f} s is {last - stamp:.3f} s older than the last")
         return None
-
-    def _decoding(self, msg_type: type, callback):
-        """A raw-subscription callback: deserialise (counting corrupt messages), then call."""
-
-        def receive(data: bytes) -> None:
-            try:
-                msg = message_from_bytes(data, msg_type)
-            except MessageError as exc:
-                self._reject("corrupt", str(exc))
-                return
-            callback(msg)
-
-        return receive
 
     def _reject(self, kind: str, reason: str) -> None:
         """Count a dropped input under ``kind`` and log the reason (throttled per kind)."""
@@ -485,20 +464,7 @@ def _nearest(items: list[tuple[float, Any]], stamp: float, tolerance: float) -> 
 
 def main(args: list[str] | None = None) -> None:
     """Run the node until Ctrl-C (``ros2 run occuseg_ros rgbd_reconstructor``)."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RgbdReconstructorNode()
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin_node(RgbdReconstructorNode, "rgbd_reconstructor", args, threads=4)
 
 
 if __name__ == "__main__":

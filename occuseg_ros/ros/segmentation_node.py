@@ -20,7 +20,6 @@ at ``segment_rate_hz`` when the map changed, so the executor never waits on infe
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections import Counter
@@ -28,12 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Pose
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
@@ -48,9 +45,9 @@ from ..core.pipeline import PARAMETERS, PipelineConfig
 from ..core.segmenter import MapSegmentation, Segmenter, save_labelled_map
 from ..core.surface_map import SurfaceMap
 from .conversions import (MessageError, cloud_fields, cloud_msg_from_arrays, mesh_from_marker,
-                          message_from_bytes, packed_from_rgb, seconds_from_stamp,
+                          packed_from_rgb, seconds_from_stamp,
                           xyz_rgb_from_cloud_msg)
-from .graph import type_name, wrong_type_publishers
+from .graph import decoding, spin_node, type_name, wrong_type_publishers
 
 try:  # a full ROS install has vision_msgs; PyPI does not
     from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
@@ -248,19 +245,13 @@ class SegmentationNode(Node):
         self._store("surface_mesh", meshes[0].header, decode)
 
     def _decoding(self, topic: str, callback):
-        """A raw-subscription callback: deserialise (counting corrupt messages), then call."""
-        msg_type = self._inputs[topic]
+        """The raw-subscription callback of an input topic."""
 
-        def receive(data: bytes) -> None:
-            try:
-                msg = message_from_bytes(data, msg_type)
-            except MessageError as exc:
-                self._counts[f"{topic}_messages"] += 1
-                self._reject(topic, "corrupt", str(exc))
-                return
-            callback(msg)
+        def corrupt(reason: str) -> None:
+            self._counts[f"{topic}_messages"] += 1
+            self._reject(topic, "corrupt", reason)
 
-        return receive
+        return decoding(self._inputs[topic], callback, corrupt)
 
     def _cloud_points(self, msg: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
         xyz, rgb = xyz_rgb_from_cloud_msg(msg, self._params["max_points"])
@@ -526,28 +517,8 @@ def _detections(seg: MapSegmentation, header: Header):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run the node until Ctrl-C (``ros2 run occuseg_ros occuseg_node``).
-
-    A configuration that cannot work (no model, a bad parameter) ends the process with one
-    line on stderr and exit status 2.
-    """
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SegmentationNode()
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, RuntimeError, OSError) as exc:
-        print(f"occuseg_node: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    """Run the node until Ctrl-C (``ros2 run occuseg_ros occuseg_node``)."""
+    spin_node(SegmentationNode, "occuseg_node", args, threads=3)
 
 
 if __name__ == "__main__":

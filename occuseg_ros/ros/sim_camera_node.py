@@ -16,15 +16,12 @@ its ground truth scores the live run (``occuseg live``).
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
@@ -32,6 +29,7 @@ from std_msgs.msg import Header
 
 from ..core.sim_camera import RgbdFrame, SimulatedRgbdCamera
 from .conversions import image_msg_from_array, pose_from_matrix
+from .graph import spin_node
 
 NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
     "seed": (7, "generated room (occuseg generate --seed)"),
@@ -107,23 +105,7 @@ class SimCameraNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     """Run the simulated camera until Ctrl-C (``ros2 run occuseg_ros sim_camera``)."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimCameraNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, RuntimeError, OSError) as exc:
-        print(f"sim_camera: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin_node(SimCameraNode, "sim_camera", args, threads=2)
 
 
 if __name__ == "__main__":
