@@ -354,10 +354,11 @@ class SegmentationNode(Node):
         self._segmented_version = version
         mark = time.perf_counter()
         out_header = Header(stamp=header.stamp, frame_id=header.frame_id)
-        self._publish(seg, out_header)
         self._last, self._last_header = seg, out_header
-        self._stats = {f"{k}_ms": v * 1000.0 for k, v in seg.timings_s.items()}
-        self._stats["publish_ms"] = (time.perf_counter() - mark) * 1000.0
+        stats = {f"{k}_ms": v * 1000.0 for k, v in seg.timings_s.items()}
+        self._stats = {**stats, "publish_ms": self._stats.get("publish_ms", 0.0)}
+        self._publish(seg, out_header)
+        self._stats = {**stats, "publish_ms": (time.perf_counter() - mark) * 1000.0}
         self._latencies.append((time.monotonic() - changed_at) * 1000.0)
         self._latencies = self._latencies[-100:]
         self._counts["segmentations"] += 1
