@@ -40,14 +40,18 @@ def sim_camera() -> SimCameraNode:
     return SimCameraNode(parameter_overrides=[Parameter(k, value=v) for k, v in SIM.items()])
 
 
-def record(out: Path, storage: str, seconds: float) -> dict[str, int]:
+def record(out: Path, storage: str, frames: int) -> dict[str, int]:
+    """Record the simulated camera until ``frames`` depth images are in the bag."""
     camera = sim_camera()
     node = Node("bag_recorder")
     recorder = BagRecorder(node, out, CAMERA_TOPICS, storage)
     spinner = Spinner(camera, node)
     try:
-        time.sleep(seconds)
+        wait_for(lambda: recorder.counts["/depth/image"] >= frames, 120,
+                 f"{frames} frames recorded")
     finally:
+        camera.pause()
+        time.sleep(0.3)  # the last frame's other messages
         recorder.close()
         spinner.close()
     return dict(recorder.counts)
@@ -69,7 +73,7 @@ def nodes_under_test(model_path, tmp_path) -> tuple[RgbdReconstructorNode, Segme
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_record_and_replay_into_the_nodes(ros_context, model_path, tmp_path, storage):
     bag = tmp_path / f"run_{storage}"
-    counts = record(bag, storage, 6.0)
+    counts = record(bag, storage, 40)
     info = bag_info(bag)
     assert info.storage == storage
     assert {t: c for t, (_, c) in info.topics.items()} == counts
@@ -137,7 +141,7 @@ def test_offline_bag_segmentation_is_deterministic(ros_context, model_path, tmp_
     from occuseg_ros.core.segmenter import Segmenter
 
     bag = tmp_path / "bag"
-    record(bag, "mcap", 4.0)
+    record(bag, "mcap", 30)
     predictor = NetworkPredictor.from_checkpoint(model_path, "cpu")
     results = []
     for _ in range(2):
@@ -208,7 +212,7 @@ def _write_bad_bag(good: Path, out: Path) -> dict[str, int]:
 
 def test_hostile_bag_replay_is_survived_and_counted(ros_context, model_path, tmp_path):
     good = tmp_path / "good"
-    record(good, "mcap", 5.0)
+    record(good, "mcap", 40)
     hostile = tmp_path / "hostile"
     _write_bad_bag(good, hostile)
     reconstructor, segmenter = nodes_under_test(model_path, tmp_path)
