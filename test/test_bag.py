@@ -57,6 +57,20 @@ def record(out: Path, storage: str, frames: int) -> dict[str, int]:
     return dict(recorder.counts)
 
 
+def warm_up(model_path) -> None:
+    """Compile the Numba kernels in this process first (a fresh clone has no cache), so the
+    node segments at its rate during a replay."""
+    from occuseg_ros.core.checkpoint import NetworkPredictor
+    from occuseg_ros.core.pipeline import PipelineConfig
+    from occuseg_ros.core.segmenter import Segmenter
+    from occuseg_ros.core.synthetic import generate_room
+
+    predictor = NetworkPredictor.from_checkpoint(model_path, "cpu")
+    room = generate_room(3, size_range_m=(3.0, 3.5))
+    Segmenter(predictor, PipelineConfig(voxel_size_m=predictor.voxel_size_m)).segment(
+        room.xyz, room.rgb)
+
+
 def nodes_under_test(model_path, tmp_path) -> tuple[RgbdReconstructorNode, SegmentationNode]:
     """The reconstructor and segmenter, reliable inputs (a replay must not lose a message)."""
     reconstructor = RgbdReconstructorNode(parameter_overrides=[
@@ -83,11 +97,13 @@ def test_record_and_replay_into_the_nodes(ros_context, model_path, tmp_path, sto
     assert {t["topic_metadata"]["name"] for t in metadata["topics_with_message_count"]} == \
         set(CAMERA_TOPICS)
 
+    warm_up(model_path)
     reconstructor, segmenter = nodes_under_test(model_path, tmp_path)
     probe = Probe("bag_probe")
     probe.listen(PointCloud2, "/occuseg/segmented_cloud")
     player_node = Node("bag_player")
-    player = BagPlayer(player_node, bag, rate=1.0)
+    # Half speed: several segmentations happen during the replay, so ids can be followed.
+    player = BagPlayer(player_node, bag, rate=0.5)
     spinner = Spinner(reconstructor, segmenter, probe, player_node)
     try:
         time.sleep(1.0)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import open3d as o3d
@@ -122,13 +123,20 @@ def test_sim_camera_node_publishes_consistent_frames(ros_context):
 
 
 def test_occuseg_live_writes_the_map_picture_and_scores(tmp_path, model_path):
+    """Ctrl-C ends a run like --duration does: the outputs are written, exit status 0."""
+    import signal
+
     out = tmp_path / "live"
-    result = subprocess.run(
-        [sys.executable, "-m", "occuseg_ros.cli", "live", "--duration", "12", "--out", str(out),
-         "--width", "320", "--height", "240", "--loop-s", "3", "--model", str(model_path),
-         "--device", "cpu"],
+    process = subprocess.Popen(
+        [sys.executable, "-m", "occuseg_ros.cli", "live", "--duration", "600", "--out",
+         str(out), "--width", "320", "--height", "240", "--loop-s", "3", "--model",
+         str(model_path), "--device", "cpu"],
         env={**os.environ, "ROS_DOMAIN_ID": str(101 - os.getpid() % 50)},
-        capture_output=True, text=True, timeout=240)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(15.0)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=240)
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "AP50" in result.stdout
     scores = json.loads((out / "scores.json").read_text())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import signal
 import sys
 import threading
 import time
@@ -133,9 +134,11 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
                 status.write(f"live view: {viewer.url}\n")
         shown = 0
         started = time.monotonic()
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while time.monotonic() - started < duration_s:
-                time.sleep(0.5)
+            while not stop.wait(0.5) and time.monotonic() - started < duration_s:
                 if viewer is not None and segmenter.segmentations != shown:
                     shown = segmenter.segmentations
                     viewer.update(segmenter.last_segmentation)
@@ -143,8 +146,9 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
                     status.write("\r" + _status_line(time.monotonic() - started, camera,
                                                      reconstructor, segmenter))
                     status.flush()
-        except KeyboardInterrupt:
-            pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         elapsed = time.monotonic() - started
         # Let the last frames reach the map and the map its last segmentation, then stop.
         camera.pause()
