@@ -56,3 +56,19 @@ def instance_colours(ids: np.ndarray) -> np.ndarray:
             (zeros, x, c), (x, zeros, c), (c, zeros, x))],
     ) if n else np.zeros((0, 3))
     return np.clip((rgb + (val - c)[:, None]) * 255.0, 0, 255).astype(np.uint8)
+
+
+def colour_by_instance(instance: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """(N, 3) uint8 display colours: points with an instance id (> 0) take
+    :func:`instance_colours` of it, the rest keep ``others`` (N, 3)."""
+    colour = np.array(others, np.uint8)
+    inside = np.asarray(instance) > 0
+    if inside.any():
+        ids, inverse = np.unique(np.asarray(instance)[inside], return_inverse=True)
+        colour[inside] = instance_colours(ids)[inverse]
+    return colour
+
+
+def dimmed(rgb: np.ndarray) -> np.ndarray:
+    """A darker, flatter copy of (N, 3) uint8 colours: context behind instance colours."""
+    return (np.asarray(rgb, np.float32) * 0.45 + 60).astype(np.uint8)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import open3d as o3d
 
-from .labels import instance_colours, label_name
+from .labels import colour_by_instance, dimmed, instance_colours, label_name
 from .rendering import look_at
 
 _BACKGROUND = 24
@@ -43,12 +43,7 @@ def room_picture(xyz: np.ndarray, rgb: np.ndarray, instance: np.ndarray,
     xyz, rgb, instance = xyz[keep], np.asarray(rgb)[keep], np.asarray(instance)[keep]
     view = np.full((height, width, 3), _BACKGROUND, np.uint8)
     if len(xyz):
-        colour = (rgb.astype(np.float32) * 0.45 + 60).astype(np.uint8)
-        inside = instance > 0
-        if inside.any():
-            ids, inverse = np.unique(instance[inside], return_inverse=True)
-            colour[inside] = instance_colours(ids)[inverse]
-        _splat(view, xyz, colour)
+        _splat(view, xyz, colour_by_instance(instance, dimmed(rgb)))
     legend = _legend(np.asarray(instance_ids), np.asarray(instance_labels), height)
     return np.concatenate([view, legend], axis=1)
 

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from .labels import instance_colours
+from .labels import colour_by_instance, dimmed, instance_colours
 from .segmenter import MapSegmentation
 
 _PAGE = """<!doctype html>
@@ -183,11 +183,7 @@ class MapViewer:
 
     def update(self, seg: MapSegmentation) -> None:
         """Publish a new labelled map: instance colours, the rest in dimmed own colour."""
-        colour = (seg.rgb.astype(np.float32) * 0.45 + 60).astype(np.uint8)
-        inside = seg.instance > 0
-        if inside.any():
-            ids, inverse = np.unique(seg.instance[inside], return_inverse=True)
-            colour[inside] = instance_colours(ids)[inverse]
+        colour = colour_by_instance(seg.instance, dimmed(seg.rgb))
         xyz = np.ascontiguousarray(seg.xyz, "<f4")
         payload = struct.pack("<I", xyz.shape[0]) + xyz.tobytes() + colour.tobytes()
         lo = xyz.min(axis=0) if len(xyz) else np.zeros(3)

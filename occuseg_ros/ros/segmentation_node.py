@@ -40,7 +40,7 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..core.checkpoint import NetworkPredictor, default_model_path
-from ..core.labels import instance_colours, label_name
+from ..core.labels import colour_by_instance, instance_colours, label_name
 from ..core.pipeline import PARAMETERS, PipelineConfig
 from ..core.segmenter import MapSegmentation, Segmenter, save_labelled_map
 from ..core.surface_map import SurfaceMap
@@ -364,12 +364,7 @@ class SegmentationNode(Node):
         self._counts["segmentations"] += 1
 
     def _publish(self, seg: MapSegmentation, header: Header) -> None:
-        colour = seg.rgb.copy()
-        colour[:] = _NO_INSTANCE_GREY
-        inside = seg.instance > 0
-        if inside.any():
-            ids, inverse = np.unique(seg.instance[inside], return_inverse=True)
-            colour[inside] = instance_colours(ids)[inverse]
+        colour = colour_by_instance(seg.instance, np.full_like(seg.rgb, _NO_INSTANCE_GREY))
         self._cloud_pub.publish(cloud_msg_from_arrays(header, {
             "x": seg.xyz[:, 0], "y": seg.xyz[:, 1], "z": seg.xyz[:, 2],
             "rgb": packed_from_rgb(colour), "label": seg.semantic.astype(np.uint32),
