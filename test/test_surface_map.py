@@ -137,3 +137,26 @@ def test_tracker_ignores_small_overlaps_and_checks_input():
         tracker.assign(keys, np.full(100, 3), 2)
     with pytest.raises(ValueError, match="min_overlap"):
         InstanceTracker(0.0)
+
+
+def test_map_segmentation_scores_its_persistent_ids():
+    from occuseg_ros.core.evaluation import evaluate_scenes
+    from occuseg_ros.core.segmenter import InstanceTable, MapSegmentation
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    truth = np.repeat([0, 1, 2], n // 3).astype(np.int32)
+    semantic = np.full(n, 5, np.int32)  # chairs
+    ids = np.array([4, 9, 17], np.uint32)  # persistent ids, rows ordered by id
+    instance = ids[truth].copy()
+    instance[rng.random(n) < 0.1] = 0  # some points in no instance
+    zeros = np.zeros((3, 3), np.float32)
+    table = InstanceTable(ids, np.full(3, 5, np.int32), np.array([0.9, 0.5, 0.7], np.float32),
+                          np.full(3, 100), zeros, zeros, zeros)
+    seg = MapSegmentation(np.zeros((n, 3), np.float32), np.zeros((n, 3), np.uint8), semantic,
+                          instance, np.zeros(n, np.float32), table, n, {})
+    rows = np.where(instance > 0, np.searchsorted(ids, instance), -1)
+    expected = evaluate_scenes([(semantic, truth, rows, table.labels, table.scores)])
+    got = seg.evaluate(semantic, truth)
+    assert (got.ap, got.ap50, got.ap25) == (expected.ap, expected.ap50, expected.ap25)
+    assert got.ap50 == pytest.approx(1.0)

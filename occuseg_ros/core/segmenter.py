@@ -82,6 +82,17 @@ class MapSegmentation:
     num_voxels: int
     timings_s: dict[str, float]
 
+    def evaluate(self, semantic_gt: np.ndarray, instance_gt: np.ndarray):
+        """ScanNet AP of this map against per-point ground truth (nyu40 ids, instance ids
+        with -1 = none): an :class:`occuseg_ros.core.evaluation.EvaluationResult`."""
+        from .evaluation import evaluate_scenes
+
+        # Table rows are ordered by id, so a point's row is where its id sorts in.
+        row = np.searchsorted(self.instances.ids, self.instance).astype(np.int32)
+        pred = np.where(self.instance > 0, row, -1).astype(np.int32)
+        return evaluate_scenes([(semantic_gt, instance_gt, pred, self.instances.labels,
+                                 self.instances.scores)])
+
 
 class Segmenter:
     """Runs the whole method on the map and keeps instance ids stable across runs.

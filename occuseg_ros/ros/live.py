@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
-
 #: Topics of the realsense2_camera driver (ROS 2 wrapper 4.x, aligned depth) that an
 #: external camera feeds the reconstructor from. The pose comes on ``camera_pose``.
 REALSENSE_REMAPPINGS: tuple[tuple[str, str], ...] = (
@@ -100,7 +98,7 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from ..core.evaluation import evaluate_scenes, format_table
+    from ..core.evaluation import format_table
     from ..core.picture import room_picture, write_png
     from ..core.segmenter import save_labelled_map
 
@@ -170,12 +168,7 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
                                seg.instances.labels)
         write_png(out_dir / "segmented_room.png", picture)
         files.append(out_dir / "segmented_room.png")
-        semantic_gt, instance_gt = camera.camera.label_points(seg.xyz)
-        index = {int(i): k for k, i in enumerate(seg.instances.ids)}
-        pred_instance = np.array([index.get(int(i), -1) for i in seg.instance], np.int32) \
-            if seg.instance.size else np.zeros(0, np.int32)
-        metrics = evaluate_scenes([(semantic_gt, instance_gt, pred_instance,
-                                    seg.instances.labels, seg.instances.scores)])
+        metrics = seg.evaluate(*camera.camera.label_points(seg.xyz))
         summary = {
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "seconds": elapsed, "frames_rendered": camera.frames_published,
