@@ -207,13 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pipeline_config(params_file: Path | None):
+def _params_path(params_file: Path | None) -> Path | None:
+    """The parameter file to use: the one given (which must exist), else the shipped
+    config/occuseg.yaml (None when the package's share files are not installed)."""
     from .core.paths import share_file
-    from .core.pipeline import PipelineConfig
 
-    path = params_file or share_file("config", "occuseg.yaml")
     if params_file is not None and not params_file.is_file():
         raise SceneError(f"parameter file not found: {params_file}")
+    return params_file or share_file("config", "occuseg.yaml")
+
+
+def _pipeline_config(params_file: Path | None):
+    from .core.pipeline import PipelineConfig
+
+    path = _params_path(params_file)
     return PipelineConfig.from_yaml(path) if path is not None else PipelineConfig()
 
 
@@ -233,6 +240,13 @@ def _oracle_predictor(scene: Scene, noise_m: float, seed: int):
     if not scene.has_ground_truth:
         raise SceneError(f"{scene.name}: --predictions oracle needs 'semantic' and 'instance'")
     return lambda grid: oracle_predictions(grid, scene.semantic, scene.instance, noise_m, seed)
+
+
+def _print_classes(instance_labels: np.ndarray) -> None:
+    """One line per class: its name and how many instances have it."""
+    labels, counts = np.unique(instance_labels, return_counts=True)
+    for label, count in zip(labels, counts):
+        print(f"  {label_name(label):<16} {count:3d}")
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -259,9 +273,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     print(f"{scene.name}: {scene.num_points} points, {result.num_voxels} voxels, "
           f"{result.num_supervoxels} super-voxels, {result.num_instances} instances "
           f"({args.predictions} predictions)")
-    labels, counts = np.unique(result.instance_labels, return_counts=True)
-    for label, count in zip(labels, counts):
-        print(f"  {label_name(label):<16} {count:3d}")
+    _print_classes(result.instance_labels)
     print("  " + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in result.timings_s.items()))
     print(f"wrote {args.out}")
     return 0
@@ -285,9 +297,7 @@ def _segment_bag(args: argparse.Namespace, config) -> int:
           f"{seg.num_voxels} voxels, {len(seg.instances)} instances")
     for reason, count in sorted(skipped.items()):
         print(f"  skipped {count} x {reason}")
-    labels, counts = np.unique(seg.instances.labels, return_counts=True)
-    for label, count in zip(labels, counts):
-        print(f"  {label_name(label):<16} {count:3d}")
+    _print_classes(seg.instances.labels)
     print(f"wrote {args.out}")
     return 0
 
@@ -450,12 +460,9 @@ def cmd_scannet(args: argparse.Namespace) -> int:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from .core.paths import share_file
     from .ros.segmentation_node import main as node_main
 
-    params = args.params_file or share_file("config", "occuseg.yaml")
-    if args.params_file is not None and not args.params_file.is_file():
-        raise SceneError(f"parameter file not found: {args.params_file}")
+    params = _params_path(args.params_file)
     ros_args = ["--ros-args"] + (["--params-file", str(params)] if params else [])
     for name, value in (("model_path", args.model), ("device", args.device)):
         if value is not None:
@@ -473,12 +480,9 @@ def cmd_bench_node(args: argparse.Namespace) -> int:
 
 def cmd_live(args: argparse.Namespace) -> int:
     from .core.evaluation import format_table
-    from .core.paths import share_file
     from .ros.live import run_live
 
-    params = args.params_file or share_file("config", "occuseg.yaml")
-    if args.params_file is not None and not args.params_file.is_file():
-        raise SceneError(f"parameter file not found: {args.params_file}")
+    params = _params_path(args.params_file)
     overrides: dict[str, dict] = {
         "sim_camera": {"seed": args.seed, "width": args.width, "height": args.height,
                        "loop_s": args.loop_s},
