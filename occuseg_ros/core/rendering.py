@@ -121,6 +121,15 @@ class MeshRenderer:
         return depth_m, primitive
 
 
+    def closest_triangles(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For points (N, 3) in the map frame, metres: the index of the nearest triangle
+        (N,) int64 and the distance to it (N,) float32 metres."""
+        query = np.ascontiguousarray(xyz, np.float32)
+        closest = self._scene.compute_closest_points(o3d.core.Tensor(query))
+        distance = np.linalg.norm(closest["points"].numpy() - query, axis=1)
+        return closest["primitive_ids"].numpy().astype(np.int64), distance
+
+
 def render_rgbd(vertices: np.ndarray, triangles: np.ndarray, triangle_colours: np.ndarray,
                 K: np.ndarray, T_map_camera: np.ndarray, width: int,
                 height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import open3d as o3d
 
 from .rendering import MeshRenderer, look_at
 from .scene import Scene
@@ -224,14 +223,7 @@ class SimulatedRgbdCamera:
         Returns:
             (N,) int32 nyu40 ids and (N,) int32 instance ids.
         """
-        scene = o3d.t.geometry.RaycastingScene()
-        scene.add_triangles(o3d.core.Tensor(self.mesh.vertices),
-                            o3d.core.Tensor(self.mesh.triangles.astype(np.uint32)))
-        query = o3d.core.Tensor(np.asarray(xyz, np.float32))
-        closest = scene.compute_closest_points(query)
-        primitive = closest["primitive_ids"].numpy().astype(np.int64)
-        distance = np.linalg.norm(closest["points"].numpy() - np.asarray(xyz, np.float32),
-                                  axis=1)
+        primitive, distance = self._renderer.closest_triangles(xyz)
         near = distance <= max_distance_m
         semantic = np.where(near, self.mesh.semantic[primitive], 0).astype(np.int32)
         instance = np.where(near, self.mesh.instance[primitive], -1).astype(np.int32)
