@@ -64,21 +64,18 @@ def _splat(image: np.ndarray, xyz: np.ndarray, colour: np.ndarray) -> None:
     f = min(f, 0.9 * height / max(2.0 * np.max(np.abs(cam[front, 1] / z[front])), 1e-6))
     u = np.round(f * cam[:, 0] / np.maximum(z, 1e-6) + width / 2.0).astype(np.int64)
     v = np.round(f * cam[:, 1] / np.maximum(z, 1e-6) + height / 2.0).astype(np.int64)
+    # Every point covers the 3x3 pixels around its projection; the nearest point wins.
+    offsets = [(du, dv) for du in (-1, 0, 1) for dv in (-1, 0, 1)]
+    uu = np.concatenate([u + du for du, _ in offsets])
+    vv = np.concatenate([v + dv for _, dv in offsets])
+    point = np.tile(np.arange(len(u)), len(offsets))
+    ok = np.tile(front, len(offsets)) & (uu >= 0) & (uu < width) & (vv >= 0) & (vv < height)
+    pixel, point = vv[ok] * width + uu[ok], point[ok]
     depth = np.full(height * width, np.inf)
+    np.minimum.at(depth, pixel, z[point])
     owner = np.full(height * width, -1, np.int64)
-    for du in (-1, 0, 1):
-        for dv in (-1, 0, 1):
-            uu, vv = u + du, v + dv
-            ok = front & (uu >= 0) & (uu < width) & (vv >= 0) & (vv < height)
-            pixel = vv[ok] * width + uu[ok]
-            np.minimum.at(depth, pixel, z[ok])
-    for du in (-1, 0, 1):
-        for dv in (-1, 0, 1):
-            uu, vv = u + du, v + dv
-            ok = front & (uu >= 0) & (uu < width) & (vv >= 0) & (vv < height)
-            pixel = vv[ok] * width + uu[ok]
-            winner = z[ok] <= depth[pixel]
-            owner[pixel[winner]] = np.flatnonzero(ok)[winner]
+    winner = z[point] <= depth[pixel]
+    owner[pixel[winner]] = point[winner]
     drawn = owner >= 0
     image.reshape(-1, 3)[drawn] = colour[owner[drawn]]
 
