@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -133,9 +133,9 @@ class SegmentationNode(Node):
         self._tracker_generation = 0
         self._marker_ids: set[int] = set()
         self._last: MapSegmentation | None = None
-        self._last_header = Header()
         self._stats: dict[str, float] = {}
-        self._latencies: list[float] = []
+        self._publish_ms = 0.0
+        self._latencies: deque[float] = deque(maxlen=100)  # input to output, ms
 
         input_qos = (qos_profile_sensor_data if p["input_qos"] == "sensor_data" else
                      QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
@@ -203,7 +203,7 @@ class SegmentationNode(Node):
     @property
     def last_timings_ms(self) -> dict[str, float]:
         """Milliseconds per stage of the last segmentation (``network_ms``, ``total_ms``...)."""
-        return dict(self._stats)
+        return {**self._stats, "publish_ms": self._publish_ms}
 
     # ----------------------------------------------------------------- input callbacks
 
@@ -353,14 +353,11 @@ class SegmentationNode(Node):
                 return
         self._segmented_version = version
         mark = time.perf_counter()
-        out_header = Header(stamp=header.stamp, frame_id=header.frame_id)
-        self._last, self._last_header = seg, out_header
-        stats = {f"{k}_ms": v * 1000.0 for k, v in seg.timings_s.items()}
-        self._stats = {**stats, "publish_ms": self._stats.get("publish_ms", 0.0)}
-        self._publish(seg, out_header)
-        self._stats = {**stats, "publish_ms": (time.perf_counter() - mark) * 1000.0}
+        self._last = seg
+        self._stats = {f"{k}_ms": v * 1000.0 for k, v in seg.timings_s.items()}
+        self._publish(seg, Header(stamp=header.stamp, frame_id=header.frame_id))
+        self._publish_ms = (time.perf_counter() - mark) * 1000.0
         self._latencies.append((time.monotonic() - changed_at) * 1000.0)
-        self._latencies = self._latencies[-100:]
         self._counts["segmentations"] += 1
 
     def _publish(self, seg: MapSegmentation, header: Header) -> None:
@@ -473,11 +470,12 @@ class SegmentationNode(Node):
             "map_points": points, "map_blocks": blocks,
             "voxels": seg.num_voxels if seg else 0,
             "instances": len(seg.instances) if seg else 0, **rates,
-            **{k: f"{v:.1f}" for k, v in self._stats.items()}, **counts,
+            **{k: f"{v:.1f}" for k, v in self.last_timings_ms.items()}, **counts,
             **{f"rejected_{k}": v for k, v in rejected.items()}}
-        if self._latencies:
-            values["latency_p50_ms"] = f"{np.percentile(self._latencies, 50):.0f}"
-            values["latency_p95_ms"] = f"{np.percentile(self._latencies, 95):.0f}"
+        latencies = list(self._latencies)  # one copy: the tick appends concurrently
+        if latencies:
+            values["latency_p50_ms"] = f"{np.percentile(latencies, 50):.0f}"
+            values["latency_p95_ms"] = f"{np.percentile(latencies, 95):.0f}"
         status = DiagnosticStatus(
             level=DiagnosticStatus.WARN if rejected else DiagnosticStatus.OK,
             name=f"{self.get_name()}: segmentation", hardware_id=self.get_fully_qualified_name(),
