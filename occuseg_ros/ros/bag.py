@@ -163,31 +163,18 @@ def bag_messages(path: Path, topics: Iterable[str] | None = None
                  ) -> Iterator[tuple[str, str, int, bytes]]:
     """(topic, type, timestamp ns, serialised bytes) in time order."""
     with _reader(path) as reader:
-        wanted = [c for c in reader.connections if topics is None or c.topic in set(topics)]
+        chosen = None if topics is None else set(topics)
+        wanted = [c for c in reader.connections if chosen is None or c.topic in chosen]
         for connection, timestamp, data in reader.messages(connections=wanted):
             yield connection.topic, connection.msgtype, timestamp, bytes(data)
 
 
-def _reader(path: Path) -> "_Closing":
+def _reader(path: Path) -> AnyReader:
+    """A reader of the bag at ``path``, opened by ``with``."""
     path = Path(path)
     if not (path / "metadata.yaml").is_file():
         raise ValueError(f"{path} is not a rosbag2 directory (no metadata.yaml)")
-    reader = AnyReader([path], default_typestore=get_typestore(Stores.ROS2_KILTED))
-    reader.open()
-    return _Closing(reader)
-
-
-class _Closing:
-    """Context manager around an opened AnyReader."""
-
-    def __init__(self, reader: AnyReader) -> None:
-        self.reader = reader
-
-    def __enter__(self) -> AnyReader:
-        return self.reader
-
-    def __exit__(self, *exc: object) -> None:
-        self.reader.close()
+    return AnyReader([path], default_typestore=get_typestore(Stores.ROS2_KILTED))
 
 
 class BagPlayer:
@@ -278,21 +265,18 @@ def record_live(out: Path, duration_s: float, topics: dict[str, str], storage: s
     """
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
-    from rclpy.parameter import Parameter
 
-    from .live import _node_class
+    from .live import create_node, live_nodes
 
     overrides = overrides or {}
     rclpy.init()
     nodes: list[Node] = []
     try:
         if simulate:
-            executables = ["sim_camera"] + (["rgbd_reconstructor"]
-                                            if "/surface_cloud" in topics else [])
-            for executable in executables:
-                name = executable
-                nodes.append(_node_class(executable)(parameter_overrides=[
-                    Parameter(k, value=v) for k, v in overrides.get(name, {}).items()]))
+            wanted = {"sim_camera"} | ({"rgbd_reconstructor"} if "/surface_cloud" in topics
+                                       else set())
+            nodes += [create_node(spec, overrides.get(spec.name))
+                      for spec in live_nodes("sim") if spec.executable in wanted]
         recorder_node = Node("occuseg_bag_recorder")
         nodes.append(recorder_node)
         recorder = BagRecorder(recorder_node, out, topics, storage)

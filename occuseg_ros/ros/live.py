@@ -53,6 +53,17 @@ def live_nodes(camera: str = "sim") -> list[NodeSpec]:
     return nodes
 
 
+def create_node(spec: NodeSpec, overrides: dict[str, Any] | None = None) -> Any:
+    """Instantiate a node of the list in this process, with its remappings and the given
+    parameter overrides (rclpy must be initialised)."""
+    from rclpy.parameter import Parameter
+
+    cli_args = ["--ros-args"] + [a for f, t in spec.remappings for a in ("-r", f"{f}:={t}")]
+    return _node_class(spec.executable)(
+        cli_args=cli_args if spec.remappings else None,
+        parameter_overrides=[Parameter(k, value=v) for k, v in (overrides or {}).items()])
+
+
 def _node_class(executable: str) -> type:
     """The node class behind a console script of this package."""
     if executable == "sim_camera":
@@ -96,7 +107,6 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
     """
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
-    from rclpy.parameter import Parameter
 
     from ..core.evaluation import format_table
     from ..core.picture import room_picture, write_png
@@ -112,11 +122,7 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
     started = time.monotonic()
     try:
         for spec in live_nodes("sim"):
-            cli_args = ["--ros-args"] + [a for f, t in spec.remappings for a in ("-r", f"{f}:={t}")]
-            nodes[spec.name] = _node_class(spec.executable)(
-                cli_args=cli_args if spec.remappings else None,
-                parameter_overrides=[Parameter(k, value=v)
-                                     for k, v in overrides.get(spec.name, {}).items()])
+            nodes[spec.name] = create_node(spec, overrides.get(spec.name))
         camera, reconstructor, segmenter = (nodes["sim_camera"], nodes["rgbd_reconstructor"],
                                             nodes["occuseg"])
         executor = MultiThreadedExecutor(num_threads=4)
@@ -132,6 +138,8 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
                 status.write(f"live view: {viewer.url}\n")
         shown = 0
         started = time.monotonic()
+        # Ctrl-C (or SIGTERM) ends the run like --duration: flush, segment, write, score.
+        # rclpy's own SIGINT handler would shut the executor down first, so ours replaces it.
         stop = threading.Event()
         previous = {sig: signal.signal(sig, lambda *_: stop.set())
                     for sig in (signal.SIGINT, signal.SIGTERM)}
