@@ -83,14 +83,15 @@ class InstanceTracker:
                     np.stack([inst[pairs], prev[pairs]], axis=1), axis=0, return_counts=True)
                 overlap = {(int(a), int(b)): int(c) for (a, b), c in zip(pair_keys, counts)}
             new_size = np.bincount(inst_in, minlength=num_instances)
-            # Old instance sizes counted over the voxels still in the map.
+            # Old instance sizes counted over the voxels still in the map (every old id of
+            # an overlap pair has such a voxel: the pair was found on one).
             still = np.isin(old.voxel_keys, keys)
             old_size = dict(zip(*np.unique(old.voxel_ids[still], return_counts=True)))
             taken: set[int] = set()
             for (a, b), count in sorted(overlap.items(), key=lambda kv: (-kv[1], kv[0])):
                 if ids[a] or b in taken:
                     continue
-                if count >= self.min_overlap * min(new_size[a], old_size.get(b, count)):
+                if count >= self.min_overlap * min(new_size[a], old_size[b]):
                     ids[a] = b
                     taken.add(b)
         next_id = old.next_id
