@@ -81,15 +81,15 @@ class BagRecorder:
         self._ready.wait()
         if self._error is not None:
             raise self._error
-        self._node = node
-        self._subscriptions = [
+        self._closed = False
+        for topic, msgtype in topics.items():
             node.create_subscription(message_class(msgtype), topic,
                                      lambda data, topic=topic: self._receive(topic, data),
                                      qos_profile_sensor_data, raw=True)
-            for topic, msgtype in topics.items()]
-        self._closed = False
 
     def _receive(self, topic: str, data: bytes) -> None:
+        if self._closed:
+            return
         try:
             self._queue.put_nowait((topic, time.time_ns(), data))
         except queue.Full:
@@ -116,12 +116,14 @@ class BagRecorder:
             writer.close()
 
     def close(self) -> None:
-        """Stop recording, write what is queued and finish the bag (metadata.yaml)."""
+        """Stop recording, write what is queued and finish the bag (metadata.yaml).
+
+        The subscriptions stay until their node is destroyed (destroying them under a
+        spinning executor races with its wait set); they ignore what arrives after this.
+        """
         if self._closed:
             return
         self._closed = True
-        for subscription in self._subscriptions:
-            self._node.destroy_subscription(subscription)
         self._queue.put(None)
         self._thread.join()
 
