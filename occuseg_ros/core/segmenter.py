@@ -11,14 +11,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
 from .pipeline import PipelineConfig, Predictor, segment_points
 from .scene import write_ply
 from .surface_map import grid_keys
-from .tracking import InstanceTracker
+from .tracking import InstanceTracker, TrackerState
 
 
 @dataclass
@@ -112,6 +112,30 @@ class Segmenter:
     def reset(self) -> None:
         """Forget instance ids (a new map)."""
         self.tracker.reset()
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything the segmenter remembers between updates, as named arrays (for saving
+        with the map; :meth:`load_state_arrays` restores it)."""
+        state = self.tracker.state
+        return {"tracker_voxel_keys": state.voxel_keys, "tracker_voxel_ids": state.voxel_ids,
+                "tracker_next_id": np.array(state.next_id, np.int64)}
+
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore what :meth:`state_arrays` returned.
+
+        Raises:
+            ValueError: arrays missing or of the wrong shape.
+        """
+        try:
+            keys = np.asarray(arrays["tracker_voxel_keys"], np.int64)
+            ids = np.asarray(arrays["tracker_voxel_ids"], np.uint32)
+            next_id = int(arrays["tracker_next_id"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"segmenter state incomplete: {exc}") from exc
+        if keys.ndim != 1 or ids.shape != keys.shape or next_id < 1 or \
+                (ids.size and int(ids.max()) >= next_id):
+            raise ValueError("segmenter state inconsistent")
+        self.tracker.state = TrackerState(keys, ids, next_id)
 
     def segment(self, xyz: np.ndarray, rgb: np.ndarray) -> MapSegmentation:
         """Segment the points (N, 3) metres with colours (N, 3) uint8; N may be 0."""
