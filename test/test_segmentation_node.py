@@ -129,7 +129,8 @@ def test_scannet_scene_gives_every_output(ros_context, model_path, tmp_path,
             assert np.all(f["label"][inside] == table["label"][row])
             assert np.allclose(f["score"][inside], table["score"][row])
             assert table["min_x"][row] <= table["x"][row]
-            assert abs(table["max_z"][row] - f["z"][inside].max()) < 1e-5
+            # Boxes enclose the instance's voxels (5 cm for the model fixture).
+            assert 0.0 <= table["max_z"][row] - f["z"][inside].max() <= 0.05 + 1e-5
         markers = wait_for(lambda: session.probe.messages("/occuseg/instance_markers"), 10,
                            "markers")[-1].markers
         boxes = sorted(m.id for m in markers if m.ns == "instance_boxes"
@@ -151,7 +152,8 @@ def test_scannet_scene_gives_every_output(ros_context, model_path, tmp_path,
 def test_increments_give_the_snapshot_instances_with_stable_ids(ros_context, model_path,
                                                                 tmp_path, room):
     """Blocks streamed in slabs along x end as the same map as one snapshot; instance ids
-    that are assigned stay with their points while the map grows."""
+    that are assigned stay with their points while the map grows. Margins beyond the room
+    make every update exact (test_incremental.py covers the default margins)."""
     xyz, rgb = room.xyz, room.rgb
     snapshot = Session(make_node(model_path, tmp_path, input_mode="snapshot"))
     try:
@@ -159,7 +161,8 @@ def test_increments_give_the_snapshot_instances_with_stable_ids(ros_context, mod
     finally:
         snapshot.close()
 
-    session = Session(make_node(model_path, tmp_path, input_mode="increment"))
+    session = Session(make_node(model_path, tmp_path, input_mode="increment",
+                                refresh_margin_m=50.0))
     try:
         block_x = np.floor(xyz[:, 0] / BLOCK_M).astype(int)
         edges = np.linspace(block_x.min(), block_x.max() + 1, 5).astype(int)

@@ -113,7 +113,8 @@ class NetworkPredictor:
             raise ValueError(f"the model expects {self.voxel_size_m} m voxels, "
                              f"the grid has {grid.voxel_size_m} m")
         features = grid.rgb * 2.0 - 1.0  # colour in [-1, 1], as the authors' input
-        feats, coords = make_sparse_input(grid.coords, features)
+        feats, coords = make_sparse_input(grid.coords, features, anchor=grid.anchor,
+                                          step=2 ** (self.model.config.num_levels - 1))
         out = self.model(feats.to(self.device), coords.to(self.device), 1)
         prob = torch.softmax(out["semantic_logits"].float(), dim=1)
         return VoxelPredictions(

@@ -499,6 +499,48 @@ def cluster_supervoxels(supervoxel: np.ndarray, edges: np.ndarray, centers_m: np
     stats = supervoxel_statistics(supervoxel, centers_m, embedding, bandwidth, log_occupancy,
                                   semantic)
     sv = np.asarray(supervoxel).astype(np.int64)
+    clusters = cluster_statistics(stats, edges, config)
+    # Index -1 (ignored or dropped super-voxels) maps to the trailing -1 entry.
+    voxel_instance = clusters.supervoxel_instance[sv] if sv.size else np.zeros(0, np.int64)
+    return ClusteringResult(
+        voxel_instance=voxel_instance.astype(np.int32),
+        instance_label=clusters.instance_label, instance_voxels=clusters.instance_voxels,
+        instance_ratio=clusters.instance_ratio,
+        supervoxel_cluster=clusters.supervoxel_cluster)
+
+
+@dataclass
+class SupervoxelClusters:
+    """Instances of :func:`cluster_statistics`, per super-voxel.
+
+    Attributes:
+        supervoxel_instance: (S,) int32 instance of each super-voxel, -1 for none.
+        supervoxel_cluster: (S,) int32 cluster before the final filter (0..C-1, numbered by
+            smallest super-voxel), -1 for ignored super-voxels.
+        instance_label, instance_voxels, instance_ratio: as in :class:`ClusteringResult`.
+    """
+
+    supervoxel_instance: np.ndarray
+    supervoxel_cluster: np.ndarray
+    instance_label: np.ndarray
+    instance_voxels: np.ndarray
+    instance_ratio: np.ndarray
+
+
+def cluster_statistics(stats: SupervoxelStatistics, edges: np.ndarray,
+                       config: ClusteringConfig | None = None) -> SupervoxelClusters:
+    """The greedy clustering of :func:`cluster_supervoxels` on super-voxel statistics.
+
+    Super-voxels with ``count == 0`` are unused ids and never join anything, so a caller
+    that keeps statistics per persistent id (:mod:`occuseg_ros.core.incremental`) can pass
+    its whole id space.
+
+    Args:
+        stats: per-super-voxel means (eqs. 12-13); not modified.
+        edges: (E, 2) integer pairs of adjacent super-voxels.
+        config: clustering parameters (defaults: the paper's).
+    """
+    config = ClusteringConfig() if config is None else config
     s = stats.count.shape[0]
     edges = np.asarray(edges)
     if edges.ndim != 2 or edges.shape[1] != 2:
@@ -537,13 +579,9 @@ def cluster_supervoxels(supervoxel: np.ndarray, edges: np.ndarray, centers_m: np
         kept &= (ratio > config.r_min) & (ratio < config.r_max)
     instance_of_cluster = np.full(roots.size + 1, -1, np.int64)
     instance_of_cluster[np.flatnonzero(kept)] = np.arange(int(kept.sum()))
-    # Index -1 (ignored super-voxels) maps to the trailing -1 entry.
-    voxel_instance = instance_of_cluster[supervoxel_cluster[sv]] if sv.size else \
-        np.zeros(0, np.int64)
-    return ClusteringResult(
-        voxel_instance=voxel_instance.astype(np.int32),
+    return SupervoxelClusters(
+        supervoxel_instance=instance_of_cluster[supervoxel_cluster].astype(np.int32),
+        supervoxel_cluster=supervoxel_cluster,
         instance_label=stats.semantic[roots[kept]].astype(np.int32),
         instance_voxels=size[kept].astype(np.int64),
-        instance_ratio=ratio[kept].astype(np.float32),
-        supervoxel_cluster=supervoxel_cluster,
-    )
+        instance_ratio=ratio[kept].astype(np.float32))

@@ -230,18 +230,25 @@ class OccuSegNet(nn.Module):
 
 
 def make_sparse_input(coords_xyz: np.ndarray, features: np.ndarray | torch.Tensor,
-                      device: torch.device | str = "cpu"
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+                      device: torch.device | str = "cpu", anchor: np.ndarray | None = None,
+                      step: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """One scene as network input.
 
     Args:
         coords_xyz: (M, 3) integer voxel indices (x, y, z), unique, possibly negative.
         features: (M, C) per-voxel features.
         device: where the tensors go.
+        anchor: (3,) cell that lands on a multiple of ``step`` after the shift; None: the
+            minimum of each axis. Training always shifts the minimum to 0, which the network
+            learnt (at another alignment of the strided levels the shipped model loses about
+            half its AP); a crop of a map anchored at the map's minimum with ``step`` =
+            ``2 ** (num_levels - 1)`` pools exactly the voxels the whole map pools, so it gets
+            the whole map's outputs wherever its receptive field lies inside the crop.
+        step: see ``anchor``.
 
     Returns:
-        features (M, C) float32 and coords (M, 4) int32 ``[0, x, y, z]``, shifted so that the
-        minimum of each axis is 0.
+        features (M, C) float32 and coords (M, 4) int32 ``[0, x, y, z]``, shifted to be
+        non-negative.
     """
     coords_xyz = np.asarray(coords_xyz)
     if coords_xyz.ndim != 2 or coords_xyz.shape[1] != 3 or coords_xyz.shape[0] == 0:
@@ -250,7 +257,15 @@ def make_sparse_input(coords_xyz: np.ndarray, features: np.ndarray | torch.Tenso
              else torch.as_tensor(np.asarray(features), dtype=torch.float32))
     if feats.ndim != 2 or feats.shape[0] != coords_xyz.shape[0]:
         raise ValueError(f"features must be ({coords_xyz.shape[0]}, C), got {tuple(feats.shape)}")
-    shifted = coords_xyz.astype(np.int64) - coords_xyz.min(axis=0)
+    low = coords_xyz.min(axis=0).astype(np.int64)
+    if anchor is None:
+        origin = low
+    else:
+        anchor = np.asarray(anchor, np.int64)
+        if anchor.shape != (3,) or step < 1:
+            raise ValueError(f"anchor must be (3,) and step positive, got {anchor.shape}, {step}")
+        origin = anchor + (low - anchor) // step * step
+    shifted = coords_xyz.astype(np.int64) - origin
     coords = np.concatenate([np.zeros((shifted.shape[0], 1), np.int64), shifted], axis=1)
     return feats.to(device), torch.from_numpy(coords.astype(np.int32)).to(device)
 

@@ -15,10 +15,10 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .pipeline import PipelineConfig, Predictor, segment_points
+from .incremental import IncrementalConfig, IncrementalSegmenter
+from .pipeline import PipelineConfig, Predictor
 from .scene import write_ply
-from .surface_map import grid_keys
-from .tracking import InstanceTracker, TrackerState
+from .surface_map import split_blocks
 
 
 @dataclass
@@ -30,8 +30,8 @@ class InstanceTable:
         labels: (I,) int32 nyu40 class.
         scores: (I,) float32 confidence in [0, 1].
         voxels: (I,) int64 voxel count.
-        centroid_m: (I, 3) float32 mean of the instance's points.
-        box_min_m, box_max_m: (I, 3) float32 axis-aligned bounding box.
+        centroid_m: (I, 3) float32 mean of the instance's voxel centres.
+        box_min_m, box_max_m: (I, 3) float32 axis-aligned bounding box of its voxels.
     """
 
     ids: np.ndarray
@@ -70,7 +70,8 @@ class MapSegmentation:
         score: (N,) float32 score of the point's instance (0 = none).
         instances: the instance table, ordered by id.
         num_voxels: voxels the network saw.
-        timings_s: seconds per stage (voxelise, network, supervoxels, clustering, tracking).
+        timings_s: seconds per stage (voxels, network, supervoxels, clustering, tracking,
+            points, total; see :class:`occuseg_ros.core.incremental.UpdateStats`).
     """
 
     xyz: np.ndarray
@@ -95,101 +96,160 @@ class MapSegmentation:
 
 
 class Segmenter:
-    """Runs the whole method on the map and keeps instance ids stable across runs.
+    """Segments the live map and keeps instance ids stable across updates.
+
+    Built on :class:`occuseg_ros.core.incremental.IncrementalSegmenter`: :meth:`update` takes
+    the blocks that changed and recomputes only around them; :meth:`segment` recomputes a
+    whole snapshot from scratch (both keep instance ids).
 
     Args:
         predictor: the network (or any :data:`Predictor`).
         config: method parameters; ``config.voxel_size_m`` must be the predictor's.
-        min_overlap: see :class:`InstanceTracker`.
+        min_overlap: voxel share that keeps an instance's id (see
+            :class:`occuseg_ros.core.tracking.InstanceTracker`).
+        incremental: margins of the recomputed region.
+        block_size_m: block edge of the map (:class:`occuseg_ros.core.surface_map.SurfaceMap`).
     """
 
     def __init__(self, predictor: Predictor, config: PipelineConfig,
-                 min_overlap: float = 0.5) -> None:
+                 min_overlap: float = 0.5, incremental: IncrementalConfig | None = None,
+                 block_size_m: float = 0.16) -> None:
         self.predictor = predictor
         self.config = config
-        self.tracker = InstanceTracker(min_overlap)
+        self.block_size_m = float(block_size_m)
+        self.engine = IncrementalSegmenter(predictor, config, incremental, min_overlap)
+        self._broken = False
 
     def reset(self) -> None:
-        """Forget instance ids (a new map)."""
-        self.tracker.reset()
+        """Forget the map and the instance ids."""
+        self.engine.reset()
+        self._broken = False
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """Everything the segmenter remembers between updates, as named arrays (for saving
-        with the map; :meth:`load_state_arrays` restores it)."""
-        state = self.tracker.state
-        return {"tracker_voxel_keys": state.voxel_keys, "tracker_voxel_ids": state.voxel_ids,
-                "tracker_next_id": np.array(state.next_id, np.int64)}
+        """What the segmenter remembers (cached network outputs and instance ids per voxel),
+        as named arrays for saving with the map; :meth:`load_state_arrays` restores it."""
+        return self.engine.export_state()
 
     def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Restore what :meth:`state_arrays` returned.
+        """Restore :meth:`state_arrays`; the next update (of the same map, fed from scratch)
+        reuses the cached outputs and gives back the saved instance ids.
 
         Raises:
-            ValueError: arrays missing or of the wrong shape.
+            ValueError: arrays missing, of the wrong shape, or from another model.
         """
-        try:
-            keys = np.asarray(arrays["tracker_voxel_keys"], np.int64)
-            ids = np.asarray(arrays["tracker_voxel_ids"], np.uint32)
-            next_id = int(arrays["tracker_next_id"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"segmenter state incomplete: {exc}") from exc
-        if keys.ndim != 1 or ids.shape != keys.shape or next_id < 1 or \
-                (ids.size and int(ids.max()) >= next_id):
-            raise ValueError("segmenter state inconsistent")
-        self.tracker.state = TrackerState(keys, ids, next_id)
+        self.engine.import_state(arrays)
 
     def segment(self, xyz: np.ndarray, rgb: np.ndarray) -> MapSegmentation:
-        """Segment the points (N, 3) metres with colours (N, 3) uint8; N may be 0."""
-        xyz = np.asarray(xyz, np.float32)
-        rgb = np.asarray(rgb, np.uint8)
-        n = xyz.shape[0]
-        if n == 0:
-            empty = np.zeros(0, np.uint32)
-            return MapSegmentation(xyz, rgb, np.zeros(0, np.int32), empty,
-                                   np.zeros(0, np.float32), _table(xyz, empty, empty, None),
-                                   0, {})
-        result = segment_points(xyz, rgb, self.predictor, self.config)
+        """Segment a snapshot of the map from scratch: points (N, 3) metres, colours (N, 3)
+        uint8, N may be 0. The outputs follow the input order."""
+        xyz = np.ascontiguousarray(xyz, np.float32)
+        rgb = np.ascontiguousarray(rgb, np.uint8)
+        keys, order, bounds = split_blocks(xyz, self.block_size_m)
+        changes: dict[int, tuple[np.ndarray, np.ndarray] | None] = {
+            k: None for k in self.engine.block_keys()}
+        for k, lo, hi in zip(keys.tolist(), bounds[:-1], bounds[1:]):
+            changes[k] = (xyz[order[lo:hi]], rgb[order[lo:hi]])
+        seg = self.update(changes, xyz[order], rgb[order], full=True)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(order.size)
+        return MapSegmentation(xyz, rgb, seg.semantic[inverse], seg.instance[inverse],
+                               seg.score[inverse], seg.instances, seg.num_voxels,
+                               seg.timings_s)
+
+    def update(self, changes: Mapping[int, tuple[np.ndarray, np.ndarray] | None],
+               xyz: np.ndarray, rgb: np.ndarray, full: bool = False) -> MapSegmentation:
+        """Bring the segmentation up to date after the map's blocks changed.
+
+        Args:
+            changes: block key -> content now (None: gone), e.g.
+                :meth:`occuseg_ros.core.surface_map.SurfaceMap.take_changes`.
+            xyz, rgb: the whole map in canonical order (blocks by key, points within a block
+                in their order), e.g. :meth:`SurfaceMap.points`; the outputs follow it.
+            full: recompute everything.
+
+        When an update raises (e.g. the network failed), the next one rebuilds everything
+        from ``xyz`` and ``rgb``, so one failure never leaves the segmentation behind the map.
+        """
+        if self._broken:
+            # The last update failed half-way: rebuild from the whole map (ids restart).
+            self.engine.reset()
+            keys, order, bounds = split_blocks(xyz, self.block_size_m)
+            changes = {k: (xyz[order[lo:hi]], rgb[order[lo:hi]])
+                       for k, lo, hi in zip(keys.tolist(), bounds[:-1], bounds[1:])}
+        self._broken = True
+        stats = self.engine.update(changes, full)
+        self._broken = False
         mark = time.perf_counter()
-        keys = grid_keys(xyz, self.config.voxel_size_m)
-        unique_keys, first = np.unique(keys, return_index=True)
-        ids = self.tracker.assign(unique_keys, result.instance[first], result.num_instances)
-        inside = result.instance >= 0
-        point_ids = np.zeros(n, np.uint32)
-        point_ids[inside] = ids[result.instance[inside]]
-        score = np.zeros(n, np.float32)
-        score[inside] = result.instance_scores[result.instance[inside]]
-        table = _table(xyz, point_ids, ids, result)
-        timings = dict(result.timings_s)
-        timings["tracking"] = time.perf_counter() - mark
-        return MapSegmentation(xyz, rgb, result.semantic, point_ids, score, table,
-                               result.num_voxels, timings)
+        engine = self.engine
+        slots = engine.point_slots()
+        if slots.shape[0] != xyz.shape[0]:
+            raise ValueError(f"the map has {xyz.shape[0]} points but its blocks hold "
+                             f"{slots.shape[0]}: changes were missed")
+        order = np.argsort(engine.instance_ids)
+        table = InstanceTable(
+            ids=engine.instance_ids[order].astype(np.uint32),
+            labels=engine.instance_labels[order], scores=engine.instance_scores[order],
+            voxels=engine.instance_voxels[order], centroid_m=engine.instance_centroid_m[order],
+            box_min_m=engine.instance_box_min_m[order],
+            box_max_m=engine.instance_box_max_m[order])
+        ids = engine.slot_instance_id(slots)
+        score_of_id = np.zeros(int(table.ids.max(initial=0)) + 1, np.float32)
+        score_of_id[table.ids] = table.scores
+        timings = dict(stats.timings_s)
+        timings["points"] = time.perf_counter() - mark
+        timings["total"] += timings["points"]
+        return MapSegmentation(xyz, rgb, engine.slot_semantic(slots).astype(np.int32),
+                               ids.astype(np.uint32), score_of_id[ids], table,
+                               engine.num_voxels, timings)
 
 
-def _table(xyz: np.ndarray, point_ids: np.ndarray, ids: np.ndarray, result) -> InstanceTable:
-    """The instance table, rows ordered by id."""
-    order = np.argsort(ids)
-    ids = ids[order]
-    k = ids.shape[0]
-    centroid = np.zeros((k, 3), np.float32)
-    box_min = np.zeros((k, 3), np.float32)
-    box_max = np.zeros((k, 3), np.float32)
-    if k:
-        inside = point_ids > 0
-        row = np.searchsorted(ids, point_ids[inside])
-        pts = xyz[inside].astype(np.float64)
-        counts = np.bincount(row, minlength=k)
-        for axis in range(3):
-            centroid[:, axis] = np.bincount(row, pts[:, axis], minlength=k) / np.maximum(counts, 1)
-            lo = np.full(k, np.inf)
-            hi = np.full(k, -np.inf)
-            np.minimum.at(lo, row, pts[:, axis])
-            np.maximum.at(hi, row, pts[:, axis])
-            box_min[:, axis], box_max[:, axis] = lo, hi
-    return InstanceTable(
-        ids=ids.astype(np.uint32),
-        labels=(result.instance_labels[order] if k else np.zeros(0)).astype(np.int32),
-        scores=(result.instance_scores[order] if k else np.zeros(0)).astype(np.float32),
-        voxels=(result.instance_voxels[order] if k else np.zeros(0)).astype(np.int64),
-        centroid_m=centroid, box_min_m=box_min, box_max_m=box_max)
+@dataclass
+class MapAgreement:
+    """Two segmentations of the same points compared (:func:`compare_maps`).
+
+    Attributes:
+        semantic: share of points with the same class.
+        instances_matched: share of the reference's instances that one of the other's
+            overlaps with IoU >= 0.5 (over points; such a match is unique).
+        instances_extra: the other's instances that match none of the reference's.
+        mean_iou: mean over the reference's instances of the best IoU.
+    """
+
+    semantic: float
+    instances_matched: float
+    instances_extra: int
+    mean_iou: float
+
+
+def compare_maps(seg: MapSegmentation, reference: MapSegmentation) -> MapAgreement:
+    """Compare ``seg`` (e.g. an incremental result) with ``reference`` (e.g. a full
+    recompute), point by point; both must list the same points in the same order.
+
+    Raises:
+        ValueError: the two have different points.
+    """
+    if seg.xyz.shape != reference.xyz.shape or not np.array_equal(seg.xyz, reference.xyz):
+        raise ValueError("the segmentations are of different points")
+    n = seg.xyz.shape[0]
+    semantic = float((seg.semantic == reference.semantic).mean()) if n else 1.0
+    a = seg.instance.astype(np.int64)
+    b = reference.instance.astype(np.int64)
+    ids_a, size_a = np.unique(a[a > 0], return_counts=True)
+    ids_b, size_b = np.unique(b[b > 0], return_counts=True)
+    if ids_b.size == 0:
+        return MapAgreement(semantic, 1.0, int(ids_a.size), 1.0)
+    both = (a > 0) & (b > 0)
+    pair, inter = np.unique(np.stack([a[both], b[both]], axis=1), axis=0, return_counts=True)
+    best = np.zeros(ids_b.size)
+    matched_a = set()
+    for (ia, ib), count in zip(pair.tolist(), inter.tolist()):
+        ra, rb = np.searchsorted(ids_a, ia), np.searchsorted(ids_b, ib)
+        iou = count / (size_a[ra] + size_b[rb] - count)
+        best[rb] = max(best[rb], iou)
+        if iou >= 0.5:
+            matched_a.add(ia)
+    return MapAgreement(semantic, float((best >= 0.5).mean()),
+                        int(ids_a.size - len(matched_a)), float(best.mean()))
 
 
 def save_labelled_map(out_dir: str | Path, seg: MapSegmentation) -> list[Path]:

@@ -37,7 +37,15 @@ def grid_keys(xyz: np.ndarray, cell_m: float) -> np.ndarray:
     cells = np.floor(np.asarray(xyz, np.float64) / cell_m).astype(np.int64)
     if cells.size and (cells.min() < -_OFFSET or cells.max() >= _OFFSET):
         raise ValueError(f"points lie beyond {_OFFSET * cell_m:.0f} m of the map origin")
-    cells += _OFFSET
+    return keys_from_cells(cells)
+
+
+def keys_from_cells(cells: np.ndarray) -> np.ndarray:
+    """(N,) int64 keys of integer cells (N, 3), as :func:`grid_keys` packs them."""
+    cells = np.asarray(cells, np.int64)
+    if cells.size and (cells.min() < -_OFFSET or cells.max() >= _OFFSET):
+        raise ValueError(f"cells beyond {_OFFSET} of the origin cannot be packed")
+    cells = cells + _OFFSET
     return (cells[:, 0] << (2 * _BITS)) | (cells[:, 1] << _BITS) | cells[:, 2]
 
 
@@ -76,6 +84,7 @@ class SurfaceMap:
         self._blocks: dict[int, _Block] = {}
         self._num_points = 0
         self._cache: tuple[np.ndarray, np.ndarray] | None = None
+        self._changed: set[int] = set()  # blocks changed since the last take_changes
         #: Incremented by every update that changes the map.
         self.version = 0
 
@@ -87,9 +96,21 @@ class SurfaceMap:
     def num_blocks(self) -> int:
         return len(self._blocks)
 
+    def take_changes(self) -> dict[int, tuple[np.ndarray, np.ndarray] | None]:
+        """The blocks changed since the previous call: key -> (points (n, 3) float32 metres,
+        colours (n, 3) uint8) now, None where the block is gone. Feeds
+        :meth:`occuseg_ros.core.incremental.IncrementalSegmenter.update`."""
+        changes = {}
+        for key in self._changed:
+            block = self._blocks.get(key)
+            changes[key] = None if block is None else (block.xyz, block.rgb)
+        self._changed = set()
+        return changes
+
     def clear(self) -> None:
         """Forget every point."""
         if self._blocks:
+            self._changed.update(self._blocks)
             self._blocks.clear()
             self._num_points = 0
             self._touch()
@@ -98,7 +119,10 @@ class SurfaceMap:
         """A snapshot: the map becomes exactly these points (N, 3) metres, (N, 3) uint8."""
         xyz, rgb = self._check(xyz, rgb)
         self._check_size(xyz.shape[0])
-        self._blocks = dict(self._split(xyz, rgb))
+        parts = dict(self._split(xyz, rgb))
+        self._changed.update(self._blocks)
+        self._changed.update(parts)
+        self._blocks = parts
         self._num_points = xyz.shape[0]
         self._touch()
 
@@ -114,6 +138,7 @@ class SurfaceMap:
         parts = self._split(xyz, rgb)
         removed = sum(self._blocks[k].xyz.shape[0] for k, _ in parts if k in self._blocks)
         self._check_size(self._num_points - removed + xyz.shape[0])
+        self._changed.update(k for k, _ in parts)
         self._blocks.update(parts)
         self._num_points += xyz.shape[0] - removed
         self._touch()
@@ -152,6 +177,7 @@ class SurfaceMap:
         total = self._num_points + sum(b.xyz.shape[0] for b in updated.values()) - sum(
             self._blocks[k].xyz.shape[0] for k in changed_keys.tolist() if k in self._blocks)
         self._check_size(total)
+        self._changed.update(changed_keys.tolist())
         for key in changed_keys.tolist():
             block = updated.get(key)
             if block is None or block.xyz.shape[0] == 0:
@@ -201,11 +227,23 @@ class SurfaceMap:
 
     def _split(self, xyz: np.ndarray, rgb: np.ndarray) -> list[tuple[int, _Block]]:
         """The points grouped by block, arrival order kept within each block."""
-        if xyz.shape[0] == 0:
-            return []
-        keys = grid_keys(xyz, self.block_size_m)
-        order = np.argsort(keys, kind="stable")
-        unique, starts = np.unique(keys[order], return_index=True)
-        bounds = np.append(starts, order.size)
+        keys, order, bounds = split_blocks(xyz, self.block_size_m)
         return [(int(k), _Block(xyz[order[a:b]], rgb[order[a:b]]))
-                for k, a, b in zip(unique.tolist(), bounds[:-1], bounds[1:])]
+                for k, a, b in zip(keys.tolist(), bounds[:-1], bounds[1:])]
+
+
+def split_blocks(xyz: np.ndarray, block_size_m: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group points (N, 3) metres by block, keeping their order within each block.
+
+    Returns:
+        the sorted unique block keys (B,), the permutation (N,) that sorts the points by
+        block (stable), and the bounds (B + 1,) of each block's run in that order; the
+        permuted points are the canonical order of :meth:`SurfaceMap.points`.
+    """
+    if xyz.shape[0] == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(1, np.int64)
+    keys = grid_keys(xyz, block_size_m)
+    order = np.argsort(keys, kind="stable")
+    unique, starts = np.unique(keys[order], return_index=True)
+    return unique, order, np.append(starts, order.size).astype(np.int64)

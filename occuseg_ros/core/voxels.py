@@ -22,6 +22,8 @@ class VoxelGrid:
         point_to_voxel: (N,) int64 index into ``coords`` for every input point.
         counts: (M,) int32 number of input points in each voxel.
         rgb: (M, 3) float32 mean colour of the voxel's points in [0, 1] (zeros if no colour).
+        anchor: (3,) int cell the network's strided levels align to when this grid is a crop
+            of a larger map (the map's minimum corner); None: this grid's own minimum.
     """
 
     coords: np.ndarray
@@ -29,6 +31,7 @@ class VoxelGrid:
     point_to_voxel: np.ndarray
     counts: np.ndarray
     rgb: np.ndarray
+    anchor: np.ndarray | None = None
 
     @property
     def num_voxels(self) -> int:
@@ -98,11 +101,30 @@ def voxelize(xyz: np.ndarray, voxel_size_m: float = 0.02,
         rgb = np.asarray(rgb)
         if rgb.shape != (n, 3):
             raise ValueError(f"rgb must have shape ({n}, 3), got {rgb.shape}")
-        scale = 255.0 if rgb.dtype == np.uint8 else 1.0
-        colour = scatter_mean(rgb.astype(np.float64) / scale, point_to_voxel, m).astype(np.float32)
+        colour = mean_colour(rgb, point_to_voxel, m)
     return VoxelGrid(coords=coords, voxel_size_m=float(voxel_size_m),
                      point_to_voxel=point_to_voxel.astype(np.int64),
                      counts=counts.astype(np.int32), rgb=colour)
+
+
+def mean_colour(rgb: np.ndarray, index: np.ndarray, size: int) -> np.ndarray:
+    """(size, 3) float32 mean colour in [0, 1] of the points (N, 3) grouped by ``index``.
+
+    uint8 colours are summed exactly and divided once, ``sum / count / 255``: the
+    incremental segmenter (:mod:`occuseg_ros.core.incremental`) keeps the same integer sums,
+    so both give bit-identical voxel colours.
+    """
+    if rgb.dtype != np.uint8:
+        return scatter_mean(rgb.astype(np.float64), index, size).astype(np.float32)
+    sums = np.stack([np.bincount(index, weights=rgb[:, c], minlength=size) for c in range(3)],
+                    axis=1)
+    return colour_from_sums(sums, np.bincount(index, minlength=size))
+
+
+def colour_from_sums(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(M, 3) float32 colour in [0, 1] from per-voxel sums of uint8 colours and counts."""
+    return (np.asarray(sums, np.float64) / np.maximum(counts, 1)[:, None] / 255.0
+            ).astype(np.float32)
 
 
 def scatter_mean(values: np.ndarray, index: np.ndarray, size: int) -> np.ndarray:
