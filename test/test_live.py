@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import csv
 import json
 import os
 import subprocess
@@ -129,14 +130,20 @@ def test_occuseg_live_writes_the_map_picture_and_scores(tmp_path, model_path):
     out = tmp_path / "live"
     process = subprocess.Popen(
         [sys.executable, "-m", "occuseg_ros.cli", "live", "--duration", "600", "--out",
-         str(out), "--width", "320", "--height", "240", "--loop-s", "3", "--model",
-         str(model_path), "--device", "cpu"],
+         str(out), "--width", "320", "--height", "240", "--loop-s", "1", "--model",
+         str(model_path), "--device", "cpu", "--memory-period-s", "1"],
         env={**os.environ, "ROS_DOMAIN_ID": str(101 - os.getpid() % 50)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(15.0)
+    # Ctrl-C about 12 s into the run, counted from its first status line (the nodes are up
+    # and Ctrl-C is handled from then on, however long a busy machine took to get there).
+    started = ""
+    while " s | frames" not in started and process.poll() is None:
+        started += process.stdout.read(1)
+    time.sleep(12.0)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=240)
-    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    result = subprocess.CompletedProcess(process.args, process.returncode, started + stdout,
+                                         stderr)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "AP50" in result.stdout
     scores = json.loads((out / "scores.json").read_text())
@@ -150,3 +157,35 @@ def test_occuseg_live_writes_the_map_picture_and_scores(tmp_path, model_path):
     picture = np.asarray(o3d.io.read_image(str(out / "segmented_room.png")))
     assert picture.shape == (760, 1260, 3) and picture.std() > 10
     assert (out / "occuseg_map.ply").stat().st_size > 15 * saved.num_points
+
+    # Memory over time: a sample a second from the start to the end of the run.
+    rows = list(csv.reader((out / "memory.csv").open()))
+    assert rows[0] == ["elapsed_s", "rss_mib"]
+    times = [float(t) for t, _ in rows[1:]]
+    rss = [float(r) for _, r in rows[1:]]
+    assert len(times) >= 8 and times[0] < 0.1 and times[-1] == pytest.approx(
+        scores["seconds"], abs=1.0)
+    assert all(b > a for a, b in zip(times, times[1:])) and min(rss) > 50
+    memory = scores["memory"]
+    assert memory["period_s"] == 1.0 and memory["samples"] == len(times)
+    assert memory["rss_start_mib"] == rss[0] and memory["rss_end_mib"] == rss[-1]
+    assert memory["rss_max_mib"] == max(rss)
+    if memory["rss_warmup_mib"] is not None:  # the camera finished a loop before the end
+        assert memory["warmup_end_s"] >= 0.1 * scores["seconds"] - 1.0
+        assert memory["rss_warmup_mib"] == rss[times.index(memory["warmup_end_s"])]
+        assert memory["growth_after_warmup_pct"] == pytest.approx(
+            (rss[-1] / memory["rss_warmup_mib"] - 1.0) * 100.0, abs=0.01)
+    # Drops: counted, and they add up with what was integrated.
+    dropped = scores["dropped"]
+    assert set(dropped) == {"frames_not_received", "frames_dropped",
+                            "reconstructor_rejected", "segmentation_rejected"}
+    assert dropped["reconstructor_rejected"] == {} and dropped["segmentation_rejected"] == {}
+    assert (scores["frames_integrated"] + dropped["frames_dropped"]
+            + dropped["frames_not_received"]) <= scores["frames_rendered"]
+    # Rates over the run itself (the final flush adds frames and a segmentation after it).
+    rates = scores["rates"]
+    assert 0 < rates["frames_integrated_per_s"] <= rates["frames_rendered_per_s"]
+    for rate, count in (("frames_rendered_per_s", "frames_rendered"),
+                        ("frames_integrated_per_s", "frames_integrated")):
+        assert rates[rate] * scores["seconds"] <= scores[count] + 0.01
+    assert "memory: RSS" in result.stdout and "dropped:" in result.stdout

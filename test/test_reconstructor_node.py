@@ -236,3 +236,29 @@ def test_bad_input_is_counted_and_survived(session):
     assert future.result().success
     session.probe.clear("/diagnostics")
     wait_for(lambda: session.diagnostics().get("blocks") == "0", 10.0, "an empty volume")
+
+
+def test_shipped_parameter_file_matches_the_node_defaults():
+    import yaml
+
+    from conftest import REPO_ROOT
+    from occuseg_ros.ros.reconstructor_node import NODE_PARAMETERS
+
+    document = yaml.safe_load((REPO_ROOT / "config" / "occuseg.yaml").read_text())
+    shipped = document["rgbd_reconstructor"]["ros__parameters"]
+    assert shipped == {k: v for k, (v, _) in NODE_PARAMETERS.items()}
+    assert NODE_PARAMETERS["device"][0] == "auto"
+
+
+def test_device_cuda_without_a_gpu_is_a_clear_error(ros_context):
+    import open3d as o3d
+
+    if o3d.core.cuda.is_available():
+        pytest.skip("open3d sees a CUDA device here")
+    with pytest.raises(ValueError, match="cuda.*is_available"):
+        RgbdReconstructorNode(parameter_overrides=[Parameter("device", value="cuda")])
+    node = RgbdReconstructorNode(parameter_overrides=[Parameter("device", value="auto")])
+    try:
+        assert node.device == "CPU:0"
+    finally:
+        node.destroy_node()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import open3d as o3d
 import pytest
 
 from occuseg_ros.core.rendering import (BOX_FACE_COLOURS, MeshRenderer, box_room_mesh, look_at,
                                         render_rgbd)
-from occuseg_ros.core.tsdf import TsdfConfig, TsdfReconstructor, block_coordinates
+from occuseg_ros.core.tsdf import (TsdfConfig, TsdfReconstructor, block_coordinates,
+                                    resolve_device)
 
 ROOM_M = (4.0, 3.0, 2.5)
 WIDTH, HEIGHT = 320, 240
@@ -241,3 +243,44 @@ def test_box_room_mesh_faces_inwards():
     assert (np.einsum("ij,ij->i", normals, to_centre) > 0).all()
     with pytest.raises(ValueError):
         MeshRenderer(vertices, triangles + 1000, colours)
+
+
+def test_device_auto_falls_back_to_the_cpu_and_cuda_needs_one():
+    cuda = o3d.core.cuda.is_available()
+    assert resolve_device("cpu") == o3d.core.Device("CPU:0")
+    assert resolve_device("auto") == o3d.core.Device("CUDA:0" if cuda else "CPU:0")
+    if cuda:
+        assert resolve_device("cuda") == o3d.core.Device("CUDA:0")
+    else:
+        with pytest.raises(ValueError, match="cuda.*is_available.*'auto' or 'cpu'"):
+            resolve_device("cuda")
+        with pytest.raises(ValueError, match="is_available"):
+            TsdfReconstructor(TsdfConfig(device="cuda"))
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("gpu")
+    # auto integrates and extracts on whatever it picked, results as numpy on the host.
+    reconstructor = TsdfReconstructor(TsdfConfig(device="auto"))
+    assert reconstructor.device == resolve_device("auto")
+    pose = look_at((1.0, 1.5, 1.4), (4.0, 1.5, 1.4))
+    vertices, triangles, colours = box_room_mesh(ROOM_M)
+    reconstructor.integrate(*render_rgbd(vertices, triangles, colours, K, pose, WIDTH, HEIGHT),
+                            K, pose)
+    xyz, rgb, blocks = reconstructor.changed_surface()
+    assert isinstance(xyz, np.ndarray) and xyz.shape[0] > 10_000 and rgb.dtype == np.uint8
+    assert np.abs(xyz[:, 0] - ROOM_M[0]).min() < 0.02 and blocks.shape[0] > 0
+
+
+def test_changed_blocks_stay_bounded_when_nobody_drains_them():
+    """Integrating without ever calling changed_surface (an offline bag replay) keeps one
+    entry per changed block, not one array per frame."""
+    reconstructor = TsdfReconstructor(TsdfConfig(device="cpu"))
+    pose = look_at((1.0, 1.5, 1.4), (4.0, 1.5, 1.4))
+    vertices, triangles, colours = box_room_mesh(ROOM_M)
+    frame = render_rgbd(vertices, triangles, colours, K, pose, WIDTH, HEIGHT)
+    reconstructor.integrate(*frame, K, pose)
+    once = reconstructor._changed.size
+    for _ in range(5):
+        reconstructor.integrate(*frame, K, pose)
+    assert reconstructor._changed.size == once <= reconstructor.num_blocks
+    xyz, _, blocks = reconstructor.changed_surface()
+    assert xyz.shape[0] > 10_000 and blocks.shape[0] >= once

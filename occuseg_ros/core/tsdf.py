@@ -27,6 +27,9 @@ increment, not of the map: in a 5 x 4 x 2.7 m room (6,900 blocks, 640 x 480 fram
 CPU cores) an increment of 7 frames took about 140 ms against 540 ms for the whole surface.
 
 Voxels hold a float32 TSDF and uint16 weight (frames seen) and colour: 6 KiB per 8^3 block.
+
+Device: the volume lives on the CPU or on a CUDA GPU (``TsdfConfig.device``, ``auto`` picks
+CUDA when open3d sees one); inputs and results are numpy arrays on the host either way.
 """
 
 from __future__ import annotations
@@ -113,13 +116,20 @@ def block_coordinates(xyz: np.ndarray, block_size_m: float) -> np.ndarray:
 
 
 def resolve_device(device: str) -> o3c.Device:
-    """The open3d device for ``"auto"``, ``"cpu"`` or ``"cuda"``."""
-    cuda = o3c.cuda.is_available()
+    """The open3d device for ``"auto"`` (``CUDA:0`` when ``open3d.core.cuda.is_available()``,
+    else ``CPU:0``), ``"cpu"`` or ``"cuda"``.
+
+    Raises:
+        ValueError: ``"cuda"`` without a CUDA device open3d can use, or an unknown name.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    cuda = device != "cpu" and o3c.cuda.is_available()
     if device == "cuda" and not cuda:
-        raise ValueError("device 'cuda' requested but open3d sees no CUDA device")
-    if device == "cuda" or (device == "auto" and cuda):
-        return o3c.Device("CUDA:0")
-    return o3c.Device("CPU:0")
+        raise ValueError(
+            "TSDF device 'cuda' requested but open3d.core.cuda.is_available() is False (no "
+            "GPU, no driver, or an open3d build without CUDA); use device 'auto' or 'cpu'")
+    return o3c.Device("CUDA:0") if cuda else o3c.Device("CPU:0")
 
 
 def _pack(blocks: np.ndarray) -> np.ndarray:
@@ -157,7 +167,9 @@ class TsdfReconstructor:
         self.device = resolve_device(self.config.device)
         self._lock = threading.Lock()
         self._grid = self._new_grid(self.config.block_count)
-        self._changed: list[np.ndarray] = []
+        # Packed keys (sorted, unique) of the blocks integrated into since the last
+        # changed_surface: bounded by the allocated blocks however long nobody asks.
+        self._changed = np.zeros(0, np.int64)
 
     def _new_grid(self, block_count: int) -> o3d.t.geometry.VoxelBlockGrid:
         return o3d.t.geometry.VoxelBlockGrid(
@@ -227,12 +239,15 @@ class TsdfReconstructor:
         T_camera_map[:3, :3] = R.T
         T_camera_map[:3, 3] = -R.T @ T[:3, 3]
 
+        # The images live on the volume's device; the intrinsics and extrinsics stay float64
+        # on CPU:0 for either device, as open3d's kernels require (its TransformIndexer
+        # asserts CPU:0 and reads them on the host).
         dev = self.device
         depth_image = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(depth), device=dev))
         colour_image = o3d.t.geometry.Image(
             o3c.Tensor(rgb.astype(np.float32) * np.float32(1.0 / 255.0), device=dev))
-        intrinsic = o3c.Tensor(K, o3c.float64)
-        extrinsic = o3c.Tensor(T_camera_map, o3c.float64)
+        intrinsic = o3c.Tensor(K, o3c.float64, o3c.Device("CPU:0"))
+        extrinsic = o3c.Tensor(T_camera_map, o3c.float64, o3c.Device("CPU:0"))
         with self._lock:
             blocks = self._grid.compute_unique_block_coordinates(
                 depth_image, intrinsic, extrinsic, 1.0, cfg.depth_max_m, self._trunc_voxels)
@@ -240,7 +255,7 @@ class TsdfReconstructor:
                 return
             self._grid.integrate(blocks, depth_image, colour_image, intrinsic, intrinsic,
                                  extrinsic, 1.0, cfg.depth_max_m, self._trunc_voxels)
-            self._changed.append(blocks.cpu().numpy().astype(np.int32))
+            self._changed = np.union1d(self._changed, _pack(blocks.cpu().numpy()))
 
     def changed_surface(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Surface of the blocks changed since the previous call; clears the changed set.
@@ -254,10 +269,10 @@ class TsdfReconstructor:
         """
         with self._lock:
             touched = self._changed
-            self._changed = []
-            if not touched:
+            self._changed = np.zeros(0, np.int64)
+            if touched.size == 0:
                 return _empty_surface() + (np.zeros((0, 3), np.int32),)
-            changed = _dilate(np.concatenate(touched), _DEPENDENTS)
+            changed = _dilate(_unpack(touched), _DEPENDENTS)
             support = self._existing(_dilate(changed, _NEIGHBOURHOOD))
             allocated = self._existing(changed)
             xyz, rgb = self._extract(self._subgrid(support))
@@ -278,7 +293,7 @@ class TsdfReconstructor:
         """Forget everything integrated so far."""
         with self._lock:
             self._grid = self._new_grid(self.config.block_count)
-            self._changed = []
+            self._changed = np.zeros(0, np.int64)
 
     def _existing(self, blocks: np.ndarray) -> np.ndarray:
         """The rows of ``blocks`` (B, 3) that are allocated in the grid, in order."""

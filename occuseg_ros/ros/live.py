@@ -80,21 +80,63 @@ def _node_class(executable: str) -> type:
 
 @dataclass
 class LiveResult:
-    """What ``occuseg live`` leaves behind."""
+    """What ``occuseg live`` leaves behind.
+
+    Attributes:
+        files: the files written.
+        frames: camera frames rendered.
+        seconds: wall-clock length of the run.
+        segmentations: segmentations published.
+        metrics: evaluation.EvaluationResult against the simulator's ground truth, or None
+            without one.
+        memory: the RSS summary (:meth:`occuseg_ros.core.memory.MemorySampler.summary`).
+        dropped: inputs dropped on the way (see :func:`run_live`).
+    """
 
     files: list[Path]
     frames: int
     seconds: float
     segmentations: int
-    metrics: Any  # evaluation.EvaluationResult, or None without ground truth
+    metrics: Any
+    memory: dict[str, Any]
+    dropped: dict[str, Any]
+
+    def memory_line(self) -> str:
+        """One line: RSS at start, end of warm-up, end and largest, growth, drops."""
+        m = self.memory
+        if m["rss_warmup_mib"] is None:
+            warm = "warm-up not reached"
+        else:
+            warm = (f"{m['rss_warmup_mib']:.0f} MiB after warm-up ({m['warmup_end_s']:.0f} s), "
+                    f"growth after warm-up {m['growth_after_warmup_pct']:+.1f} %")
+        rejected = (sum(self.dropped["reconstructor_rejected"].values())
+                    + sum(self.dropped["segmentation_rejected"].values()))
+        return (f"memory: RSS {m['rss_start_mib']:.0f} MiB at start, {warm}, "
+                f"{m['rss_end_mib']:.0f} MiB at end, max {m['rss_max_mib']:.0f} MiB | dropped: "
+                f"{self.dropped['frames_not_received']} frames not received, "
+                f"{self.dropped['frames_dropped']} superseded before integration, "
+                f"{rejected} inputs rejected")
 
 
 def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None = None,
              overrides: dict[str, dict[str, Any]] | None = None,
              status: TextIO | None = sys.stdout,
-             viewer_address: tuple[str, int] | None = None) -> LiveResult:
+             viewer_address: tuple[str, int] | None = None,
+             memory_period_s: float = 10.0) -> LiveResult:
     """Run the simulated live system for ``duration_s`` seconds (or until Ctrl-C), then
     write the labelled map, a picture and the scores against the simulator's ground truth.
+
+    The process's RSS is sampled every ``memory_period_s`` seconds from the start of the run
+    (the nodes up, the model loaded) to the end of ``duration_s`` (before the final flush
+    and the writing) into ``memory.csv``. Warm-up ends when the camera has rendered one full
+    loop through the room (the map then holds the whole room) or after the first 10 % of
+    the run, whichever is later; ``scores.json`` holds under ``memory`` the RSS at the start,
+    at the end of warm-up, at the end and the largest, and the growth after warm-up in per
+    cent; under ``dropped`` the camera frames the reconstructor never accepted
+    (``frames_not_received``: lost by the best-effort sensor-data QoS, or rejected), the
+    frames superseded by a newer one before integration (``frames_dropped``: latest wins)
+    and every node's rejected inputs by reason (counted at the very end); under ``rates``
+    frames rendered and integrated and segmentations per second over ``duration_s``.
 
     Args:
         out_dir: output directory (created).
@@ -104,14 +146,17 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
         status: where the one-line status goes (updated in place); None: silent.
         viewer_address: (host, port) to serve the browser view on
             (:class:`occuseg_ros.core.viewer.MapViewer`); None: no viewer.
+        memory_period_s: seconds between two RSS samples.
     """
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
 
     from ..core.evaluation import format_table
+    from ..core.memory import MemorySampler
     from ..core.picture import room_picture, write_png
     from ..core.segmenter import save_labelled_map
 
+    sampler = MemorySampler(memory_period_s)  # checks the period before anything starts
     overrides = overrides or {}
     context_args = ["--ros-args"] + (["--params-file", str(params_file)] if params_file else [])
     rclpy.init(args=context_args)
@@ -137,7 +182,9 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
             if status is not None:
                 status.write(f"live view: {viewer.url}\n")
         shown = 0
+        loop_done_s = None  # when the camera finished its first loop through the room
         started = time.monotonic()
+        sampler.start()
         # Ctrl-C (or SIGTERM) ends the run like --duration: flush, segment, write, score.
         # rclpy's own SIGINT handler would shut the executor down first, so ours replaces it.
         stop = threading.Event()
@@ -145,6 +192,9 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             while not stop.wait(0.5) and time.monotonic() - started < duration_s:
+                if loop_done_s is None and \
+                        camera.frames_published >= camera.camera.frames_per_loop:
+                    loop_done_s = time.monotonic() - started
                 if viewer is not None and segmenter.segmentations != shown:
                     shown = segmenter.segmentations
                     viewer.update(segmenter.last_segmentation)
@@ -156,6 +206,14 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         elapsed = time.monotonic() - started
+        sampler.stop()
+        memory = sampler.summary(None if loop_done_s is None else max(loop_done_s,
+                                                                      0.1 * elapsed))
+        window = max(elapsed, 1e-9)
+        rates = {"frames_rendered_per_s": camera.frames_published / window,
+                 "frames_integrated_per_s":
+                     reconstructor.counts.get("frames_integrated", 0) / window,
+                 "segmentations_per_s": segmenter.segmentations / window}
         # Let the last frames reach the map and the map its last segmentation, then stop.
         camera.pause()
         time.sleep(2.0 / reconstructor.publish_rate_hz + 0.5)
@@ -177,20 +235,32 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
         write_png(out_dir / "segmented_room.png", picture)
         files.append(out_dir / "segmented_room.png")
         metrics = seg.evaluate(*camera.camera.label_points(seg.xyz))
+        counts = reconstructor.counts
+        dropped = {
+            "frames_not_received": max(0, camera.frames_published
+                                       - counts.get("depth_messages", 0)),
+            "frames_dropped": counts.get("frames_dropped", 0),
+            "reconstructor_rejected": reconstructor.rejected,
+            "segmentation_rejected": segmenter.rejected}
         summary = {
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "seconds": elapsed, "frames_rendered": camera.frames_published,
-            "frames_integrated": reconstructor.counts.get("frames_integrated", 0),
+            "frames_integrated": counts.get("frames_integrated", 0),
             "segmentations": segmenter.segmentations, "map_points": int(seg.xyz.shape[0]),
             "voxels": seg.num_voxels, "instances": len(seg.instances),
-            "room_seed": camera.camera.seed, **metrics.to_dict()}
+            "room_seed": camera.camera.seed, **metrics.to_dict(),
+            "memory": memory, "dropped": dropped,
+            "rates": {k: round(v, 4) for k, v in rates.items()}}
+        files.append(sampler.write_csv(out_dir / "memory.csv"))
         (out_dir / "scores.json").write_text(json.dumps(summary, indent=1))
         files.append(out_dir / "scores.json")
         (out_dir / "scores.txt").write_text(format_table(metrics) + "\n")
         files.append(out_dir / "scores.txt")
         return LiveResult(files, camera.frames_published, elapsed, segmenter.segmentations,
-                          metrics)
+                          metrics, memory, dropped)
     finally:
+        if sampler.running:
+            sampler.stop()
         if viewer is not None:
             viewer.close()
         if executor is not None and spinner is not None:

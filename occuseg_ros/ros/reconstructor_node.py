@@ -179,6 +179,11 @@ class RgbdReconstructorNode(Node):
                           callback_group=MutuallyExclusiveCallbackGroup())
 
     @property
+    def device(self) -> str:
+        """Where the TSDF volume lives: ``CPU:0`` or ``CUDA:0`` (parameter ``device``)."""
+        return str(self._reconstructor.device)
+
+    @property
     def publish_rate_hz(self) -> float:
         """Rate of the surface_cloud increments."""
         return float(self._params["publish_rate_hz"])
