@@ -195,6 +195,9 @@ def _add_live(sub: argparse._SubParsersAction) -> None:
                    help="serve a live 3D view to a web browser (offline, no telemetry)")
     p.add_argument("--viewer-address", default="127.0.0.1:8765", metavar="HOST:PORT",
                    help="where the view is served (default: this machine only)")
+    p.add_argument("--memory-period-s", type=float, default=10.0,
+                   help="seconds between two samples of the process's memory (RSS), written "
+                        "to memory.csv and summarised in scores.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -498,11 +501,13 @@ def cmd_live(args: argparse.Namespace) -> int:
         if not host or not port.isdigit():
             raise SceneError(f"--viewer-address must be HOST:PORT, got {args.viewer_address!r}")
         viewer = (host, int(port))
-    result = run_live(args.out, args.duration, params, overrides, viewer_address=viewer)
+    result = run_live(args.out, args.duration, params, overrides, viewer_address=viewer,
+                      memory_period_s=args.memory_period_s)
     print(f"{result.frames} frames in {result.seconds:.0f} s ({result.frames / result.seconds:.1f}"
           f"/s), {result.segmentations} segmentations; scored against the simulator's "
           "ground truth:")
     print(format_table(result.metrics))
+    print(result.memory_line())
     for path in result.files:
         print(f"wrote {path}")
     return 0
