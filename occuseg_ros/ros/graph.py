@@ -28,13 +28,16 @@ def wrong_type_publishers(node: Node, topic: str, msg_type: type) -> int:
 
 def spin_node(node_class: type, program: str, args: list[str] | None = None,
               threads: int = 3) -> None:
-    """Run one node under a multi-threaded executor until Ctrl-C: every node's ``main``.
+    """Run one node under a multi-threaded executor until Ctrl-C or SIGTERM: every node's
+    ``main``. The executor is stopped (callbacks in flight finish) before the node is
+    destroyed, so ``destroy_node`` may save state without racing a callback.
 
     A configuration that cannot work (a bad parameter, a missing model) ends the process
     with one line on stderr and exit status 2 instead of a traceback.
     """
     rclpy.init(args=args)
     node = None
+    executor = None
     try:
         node = node_class()
         executor = MultiThreadedExecutor(num_threads=threads)
@@ -46,6 +49,8 @@ def spin_node(node_class: type, program: str, args: list[str] | None = None,
         print(f"{program}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
+        if executor is not None:
+            executor.shutdown()  # callbacks in flight finish before the node's last words
         if node is not None:
             node.destroy_node()
         if rclpy.ok():

@@ -12,10 +12,17 @@ Inputs (relative names, remappable), all in one map frame (REP-105):
 Outputs (node-private): ``~/segmented_cloud`` (x y z rgb label instance score per map point),
 ``~/instance_markers`` (a box and a text per instance), ``~/instances`` (one PointCloud2 record
 per instance), ``~/detections`` (vision_msgs/Detection3DArray, where vision_msgs imports),
-``/diagnostics``. Services ``~/save_map`` and ``~/reset`` (std_srvs/Trigger).
+``/diagnostics``. Services ``~/save_map``, ``~/reset`` and ``~/load_map`` (std_srvs/Trigger).
 
 Callbacks only validate and store into the map; a timer in its own callback group segments
 at ``segment_rate_hz`` when the map changed, so the executor never waits on inference.
+
+Persistence (``map_dir``, see :mod:`occuseg_ros.core.map_store`): every
+``snapshot_period_s`` when the map changed, and on shutdown, the map, its frame and the
+segmenter's memory (instance ids included) are snapshotted to ``map_dir``, written atomically
+by a background thread; a node started on the same directory resumes from it, and
+``~/load_map`` loads it back. The snapshot timer and ``~/load_map`` share the segmentation
+timer's mutually exclusive callback group, so they never see the segmenter mid-update.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Pose
 from rcl_interfaces.msg import ParameterDescriptor
@@ -40,7 +48,10 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..core.checkpoint import NetworkPredictor, default_model_path
+from ..core.incremental import IncrementalConfig
 from ..core.labels import colour_by_instance, instance_colours, label_name
+from ..core.map_store import (MapState, MapStateError, SnapshotWriter, discard_partial_writes,
+                              keep_aside, load_map_state, state_path)
 from ..core.pipeline import PARAMETERS, PipelineConfig
 from ..core.segmenter import MapSegmentation, Segmenter, save_labelled_map
 from ..core.surface_map import SurfaceMap
@@ -67,6 +78,12 @@ NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
     "input_mode": ("increment", "increment: messages replace the blocks they touch; "
                                 "snapshot: each message is the whole surface"),
     "block_size_m": (0.16, "block edge of surface increments, metres (the reconstructor's)"),
+    "refresh_margin_m": (IncrementalConfig.refresh_margin_m,
+                         "network outputs and super-voxels are recomputed within this distance "
+                         "of a changed voxel, metres"),
+    "context_margin_m": (IncrementalConfig.context_margin_m,
+                         "further context the network sees around the refreshed region, "
+                         "metres"),
     "tsdf_voxel_size_m": (0.02, "voxel edge of the tsdf_voxels stream, metres"),
     "tsdf_band_m": (0.02, "a TSDF voxel is surface when |tsdf| <= this, metres"),
     "tsdf_min_weight": (1.0, "a TSDF voxel is surface when its weight >= this"),
@@ -77,6 +94,11 @@ NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
     "instance_min_overlap": (0.5, "voxel overlap that keeps an instance's id between updates"),
     "output_dir": ("occuseg_maps", "directory ~/save_map writes to"),
     "diagnostics_period_s": (1.0, "seconds between /diagnostics messages"),
+    "map_dir": ("", "directory the map, its frame and the instance ids are snapshotted to "
+                    "(occuseg_map_state.npz) and resumed from at start and by ~/load_map; "
+                    "empty: no persistence"),
+    "snapshot_period_s": (10.0, "seconds between map snapshots to map_dir (only when the map "
+                                "changed); one is also written on shutdown"),
 }
 
 
@@ -100,8 +122,10 @@ class SegmentationNode(Node):
                              ("device", ("auto", "cpu", "cuda"))):
             if p[key] not in allowed:
                 raise ValueError(f"parameter {key} must be one of {allowed}, got {p[key]!r}")
-        if not p["segment_rate_hz"] > 0 or not p["diagnostics_period_s"] > 0:
-            raise ValueError("segment_rate_hz and diagnostics_period_s must be positive")
+        if not (p["segment_rate_hz"] > 0 and p["diagnostics_period_s"] > 0
+                and p["snapshot_period_s"] > 0):
+            raise ValueError("segment_rate_hz, diagnostics_period_s and snapshot_period_s "
+                             "must be positive")
         self._params = p
 
         import torch
@@ -115,7 +139,9 @@ class SegmentationNode(Node):
         config.voxel_size_m = predictor.voxel_size_m  # the model was trained at its size
         self.get_logger().info(f"model {model_path} on {predictor.device}, "
                                f"{config.voxel_size_m * 100:.0f} cm voxels")
-        self._segmenter = Segmenter(predictor, config, p["instance_min_overlap"])
+        self._segmenter = Segmenter(
+            predictor, config, p["instance_min_overlap"],
+            IncrementalConfig(p["refresh_margin_m"], p["context_margin_m"]), p["block_size_m"])
         self._map = SurfaceMap(p["block_size_m"], min(p["tsdf_voxel_size_m"],
                                                       p["block_size_m"]), p["max_points"])
 
@@ -136,6 +162,13 @@ class SegmentationNode(Node):
         self._stats: dict[str, float] = {}
         self._publish_ms = 0.0
         self._latencies: deque[float] = deque(maxlen=100)  # input to output, ms
+        # Persistence, owned by the segmentation group (the writer has its own thread).
+        # (map version, segmented version) of the last snapshot taken; the empty map needs none.
+        self._snapshot_key = (self._map.version, self._segmented_version)
+        self._writer: SnapshotWriter | None = None
+        if p["map_dir"]:
+            self._resume()
+            self._writer = SnapshotWriter(p["map_dir"], self._snapshot_failed)
 
         input_qos = (qos_profile_sensor_data if p["input_qos"] == "sensor_data" else
                      QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
@@ -160,8 +193,16 @@ class SegmentationNode(Node):
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/save_map", self.save_map_callback, callback_group=inputs)
         self.create_service(Trigger, "~/reset", self.reset_callback, callback_group=inputs)
+        segmentation = MutuallyExclusiveCallbackGroup()  # every user of the segmenter
+        self.create_service(Trigger, "~/load_map", self.load_map_callback,
+                            callback_group=segmentation)
+        if self._writer is not None:
+            # Created before the segmentation timer: the executor offers ready timers in
+            # creation order, so a busy segmentation loop cannot starve the snapshots.
+            self.create_timer(p["snapshot_period_s"], self.snapshot_callback,
+                              callback_group=segmentation)
         self.create_timer(1.0 / p["segment_rate_hz"], self.segment_callback,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+                          callback_group=segmentation)
         self.create_timer(p["diagnostics_period_s"], self.diagnostics_callback,
                           callback_group=MutuallyExclusiveCallbackGroup())
         self._last_diagnostics = time.monotonic()
@@ -335,14 +376,13 @@ class SegmentationNode(Node):
         with self._lock:
             if self._map.version == self._segmented_version or self._map.num_points == 0:
                 return
+            changes = self._map.take_changes()
             xyz, rgb = self._map.points()
             version, generation = self._map.version, self._generation
             header, changed_at = self._header, self._changed_at
-        if generation != self._tracker_generation:
-            self._segmenter.reset()
-            self._tracker_generation = generation
+        self._follow_reset(generation)
         try:
-            seg = self._segmenter.segment(xyz, rgb)
+            seg = self._segmenter.update(changes, xyz, rgb)
         except Exception as exc:  # noqa: BLE001 - one bad map must not stop the node
             self._counts["segmentation_errors"] += 1
             self._segmented_version = version
@@ -359,6 +399,13 @@ class SegmentationNode(Node):
         self._publish_ms = (time.perf_counter() - mark) * 1000.0
         self._latencies.append((time.monotonic() - changed_at) * 1000.0)
         self._counts["segmentations"] += 1
+
+    def _follow_reset(self, generation: int) -> None:
+        """Forget the instance ids if ``~/reset`` ran since the segmenter last saw the map
+        (``generation`` read under the lock); segmentation group only."""
+        if generation != self._tracker_generation:
+            self._segmenter.reset()
+            self._tracker_generation = generation
 
     def _publish(self, seg: MapSegmentation, header: Header) -> None:
         colour = colour_by_instance(seg.instance, np.full_like(seg.rgb, _NO_INSTANCE_GREY))
@@ -445,6 +492,140 @@ class SegmentationNode(Node):
         response.success, response.message = True, "map cleared"
         return response
 
+    def load_map_callback(self, request: Trigger.Request,
+                          response: Trigger.Response) -> Trigger.Response:
+        """Replace the map and the instance ids by the state saved in ``map_dir``; the next
+        segmentation tick publishes it."""
+        directory = self._params["map_dir"]
+        if not directory:
+            response.success, response.message = False, "map_dir is empty: persistence is off"
+            return response
+        try:
+            state = load_map_state(directory)
+            notes = self._restore(state)
+        except FileNotFoundError:
+            response.success = False
+            response.message = f"no saved map at {state_path(directory)}"
+            return response
+        except (OSError, ValueError) as exc:  # MapStateError is a ValueError
+            response.success, response.message = False, f"cannot load the map: {exc}"
+            return response
+        response.success = True
+        response.message = (f"loaded {state.num_points} points and {state.num_instances} "
+                            f"instances from {state_path(directory).resolve()}{notes}")
+        return response
+
+    # ----------------------------------------------------------------- persistence
+
+    def snapshot_callback(self) -> None:
+        """Hand the map and the segmenter's memory to the writer thread when either changed
+        since the last snapshot (or the last write failed)."""
+        if self._writer is not None and self._snapshot_due(self._writer):
+            self._writer.submit(self._take_snapshot())
+
+    def _snapshot_due(self, writer: SnapshotWriter) -> bool:
+        """Whether the map or the segmenter changed since the last snapshot, or it failed."""
+        with self._lock:
+            key = (self._map.version, self._segmented_version)
+        return key != self._snapshot_key or bool(writer.stats.last_error)
+
+    def _take_snapshot(self) -> MapState:
+        """A consistent state: the map as it is now, the segmenter's memory as the last tick
+        left it. Only where no segmentation runs (the segmentation group, or after the
+        executor stopped)."""
+        with self._lock:
+            xyz, rgb = self._map.points()  # read-only arrays, replaced (never changed) later
+            key = (self._map.version, self._segmented_version)
+            generation = self._generation
+            frame, stamp = self._frame, self._header.stamp
+        self._follow_reset(generation)
+        seg = self._last
+        # Copies: the writer thread reads them while the segmenter goes on.
+        arrays = {name: np.array(value, copy=True)
+                  for name, value in self._segmenter.state_arrays().items()}
+        self._snapshot_key = key
+        return MapState(xyz, rgb, arrays, self._segmenter.config.voxel_size_m, frame,
+                        stamp.sec * 1_000_000_000 + stamp.nanosec,
+                        seg.instances.ids.copy() if seg is not None else np.zeros(0, np.uint32))
+
+    def _snapshot_failed(self, exc: Exception) -> None:
+        """Writer-thread callback: a snapshot could not be written (retried next period)."""
+        self.get_logger().error(f"map snapshot to {self._params['map_dir']} failed: {exc}",
+                                throttle_duration_sec=10.0)
+
+    def _resume(self) -> None:
+        """At start: restore the state saved in ``map_dir``, if any. An unusable file is
+        logged, kept aside (renamed to ``*.corrupt`` or ``*.rejected``) and the node starts
+        empty."""
+        directory = self._params["map_dir"]
+        log = self.get_logger()
+        try:
+            discard_partial_writes(directory)
+            state = load_map_state(directory)
+        except FileNotFoundError:
+            log.info(f"no saved map in {directory}: starting empty")
+            return
+        except MapStateError as exc:
+            log.error(f"{exc}; {_set_aside(directory, '.corrupt')}, starting empty")
+            return
+        except OSError as exc:
+            log.error(f"cannot read the saved map in {directory} ({exc}): starting empty")
+            return
+        try:
+            notes = self._restore(state)
+        except ValueError as exc:
+            log.error(f"the saved map in {directory} cannot be used: {exc}; "
+                      f"{_set_aside(directory, '.rejected')}, starting empty")
+            return
+        log.info(f"resumed {state.num_points} points and {state.num_instances} instances in "
+                 f"frame '{state.frame_id}' from {state_path(directory)}{notes}")
+
+    def _restore(self, state: MapState) -> str:
+        """Make ``state`` the map, its frame and the segmenter's memory; segmentation group
+        only (or before spinning). The next tick segments and publishes it.
+
+        Returns:
+            "" or a note on what could not be restored (the segmenter's memory: ids restart).
+
+        Raises:
+            ValueError: the state is in another frame than ``map_frame`` or over
+                ``max_points``; nothing changed.
+        """
+        wanted = self._params["map_frame"]
+        if wanted and state.frame_id not in ("", wanted):
+            raise ValueError(f"the map is in frame '{state.frame_id}', map_frame is '{wanted}'")
+        with self._lock:
+            self._map.replace_all(state.xyz, state.rgb)
+            self._frame = state.frame_id or wanted
+            self._last_stamp.clear()
+            self._header = Header(frame_id=state.frame_id, stamp=Time(
+                sec=state.stamp_ns // 1_000_000_000, nanosec=state.stamp_ns % 1_000_000_000))
+            self._changed_at = time.monotonic()
+            self._snapshot_key = (self._map.version, self._segmented_version)
+            self._tracker_generation = self._generation
+        self._last = None
+        note = ""
+        if abs(state.voxel_size_m - self._segmenter.config.voxel_size_m) > 1e-9:
+            note = (f"; its instance ids were made at {state.voxel_size_m} m voxels, the model's "
+                    f"are {self._segmenter.config.voxel_size_m} m: ids restart")
+        else:
+            try:
+                self._segmenter.load_state_arrays(state.segmenter)
+            except ValueError as exc:
+                note = f"; the segmenter's saved state is unusable ({exc}): ids restart"
+        if note:
+            self._segmenter.reset()
+            self.get_logger().warning(note[2:])
+        return note
+
+    def destroy_node(self) -> None:
+        """Write a last snapshot, then destroy the node. Call it once the executor has
+        stopped (as :func:`occuseg_ros.ros.graph.spin_node` does), so no tick is running."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close(self._take_snapshot() if self._snapshot_due(writer) else None)
+        super().destroy_node()
+
     # ----------------------------------------------------------------- diagnostics
 
     def diagnostics_callback(self) -> None:
@@ -476,14 +657,36 @@ class SegmentationNode(Node):
         if latencies:
             values["latency_p50_ms"] = f"{np.percentile(latencies, 50):.0f}"
             values["latency_p95_ms"] = f"{np.percentile(latencies, 95):.0f}"
+        problems = [f"{sum(rejected.values())} messages rejected"] if rejected else []
+        writer = self._writer
+        if writer is not None:
+            snapshots = writer.stats
+            taken = snapshots.last_taken_unix_s
+            values.update({
+                "snapshots_written": snapshots.written, "snapshot_failures": snapshots.failed,
+                "last_snapshot_time": "never" if taken is None else time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(taken)),
+                "last_snapshot_age_s": "" if taken is None else f"{time.time() - taken:.1f}",
+                "snapshot_points": snapshots.last_points,
+                "snapshot_write_ms": f"{snapshots.last_write_s * 1000.0:.1f}"})
+            if snapshots.last_error:
+                problems.append(f"map snapshot failing: {snapshots.last_error}")
         status = DiagnosticStatus(
-            level=DiagnosticStatus.WARN if rejected else DiagnosticStatus.OK,
+            level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
             name=f"{self.get_name()}: segmentation", hardware_id=self.get_fully_qualified_name(),
-            message=f"{sum(rejected.values())} messages rejected" if rejected else "ok",
+            message="; ".join(problems) if problems else "ok",
             values=[KeyValue(key=str(k), value=str(v)) for k, v in values.items()])
         self._diagnostics_pub.publish(DiagnosticArray(
             header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
         self._last_diagnostics, self._previous_counts = now, counts
+
+
+def _set_aside(directory: str, suffix: str) -> str:
+    """Move an unusable state file out of the way of the next snapshot; says where to."""
+    try:
+        return f"kept aside as {keep_aside(directory, suffix).name}"
+    except OSError as exc:
+        return f"could not be kept aside ({exc}): the next snapshot replaces it"
 
 
 def _detections(seg: MapSegmentation, header: Header):
