@@ -39,7 +39,7 @@ $(VENV)/.deps:
 	# torch first, pinned: the CPU wheel where one is on disk; spconv's CPU build next.
 	$(PIP) install torch==2.13.0
 	$(PIP) install spconv==2.3.8
-	$(PIP) install numba pyyaml "open3d==0.20.0" rosbags pytest \
+	$(PIP) install numba pyyaml "open3d==0.20.0" rosbags pytest hypothesis \
 	  ros-rclpy ros-sensor-msgs ros-visualization-msgs ros-std-msgs ros-std-srvs \
 	  ros-geometry-msgs ros-nav-msgs ros-diagnostic-msgs ros-rmw-fastrtps-cpp
 	touch $@

@@ -30,7 +30,7 @@ setup(
         "ros": ["ros-rclpy", "ros-sensor-msgs", "ros-visualization-msgs", "ros-std-msgs",
                 "ros-std-srvs", "ros-geometry-msgs", "ros-nav-msgs", "ros-diagnostic-msgs",
                 "ros-rmw-fastrtps-cpp"],
-        "test": ["pytest"],
+        "test": ["pytest", "hypothesis"],
     },
     zip_safe=True,
     maintainer="occuseg_ros developers",

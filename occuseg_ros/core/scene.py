@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 LOG = logging.getLogger(__name__)
+_INT32 = np.iinfo(np.int32)
 
 
 class SceneError(ValueError):
@@ -69,16 +70,18 @@ def make_scene(xyz: np.ndarray, rgb: np.ndarray | None = None,
                name: str = "scene") -> Scene:
     """Validate and normalise arrays into a :class:`Scene`.
 
-    Points with NaN or Inf coordinates are dropped with a logged warning (with their labels).
+    Points with NaN or Inf coordinates (or beyond float32's range) are dropped with a logged
+    warning (with their labels).
 
     Raises:
-        SceneError: wrong shapes, mismatched lengths, or no valid points.
+        SceneError: wrong shapes, mismatched lengths, types other than real numbers (integer
+            labels in int32's range), or no valid points.
     """
     xyz = np.asarray(xyz)
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise SceneError(f"{name}: xyz must have shape (N, 3), got {xyz.shape}")
-    if not np.issubdtype(xyz.dtype, np.number):
-        raise SceneError(f"{name}: xyz must be numeric, got {xyz.dtype}")
+    if xyz.dtype.kind not in "iuf":
+        raise SceneError(f"{name}: xyz must be real numbers, got {xyz.dtype}")
     n = xyz.shape[0]
     arrays = {"rgb": rgb, "semantic": semantic, "instance": instance}
     for key, value in arrays.items():
@@ -92,6 +95,8 @@ def make_scene(xyz: np.ndarray, rgb: np.ndarray | None = None,
         arrays[key] = value
     if n == 0:
         raise SceneError(f"{name}: the scene has no points")
+    with np.errstate(over="ignore"):
+        xyz = xyz.astype(np.float32)
     finite = np.isfinite(xyz).all(axis=1)
     source_index = None
     if not finite.all():
@@ -106,6 +111,8 @@ def make_scene(xyz: np.ndarray, rgb: np.ndarray | None = None,
     if colour is None:
         colour = np.full((xyz.shape[0], 3), 128, np.uint8)
     elif colour.dtype != np.uint8:
+        if colour.dtype.kind not in "iuf":
+            raise SceneError(f"{name}: rgb must be real numbers, got {colour.dtype}")
         colour = np.asarray(colour, np.float64)
         if not np.isfinite(colour).all():
             raise SceneError(f"{name}: rgb contains NaN or Inf")
@@ -115,11 +122,15 @@ def make_scene(xyz: np.ndarray, rgb: np.ndarray | None = None,
     labels = {}
     for key in ("semantic", "instance"):
         value = arrays[key]
-        if value is not None and not np.issubdtype(value.dtype, np.integer):
+        if value is not None and value.dtype.kind not in "iu":
             raise SceneError(f"{name}: '{key}' must be integer, got {value.dtype}")
+        if value is not None and value.size and (value.min() < _INT32.min or
+                                                 value.max() > _INT32.max):
+            raise SceneError(f"{name}: '{key}' has ids outside int32 "
+                             f"[{value.min()}, {value.max()}]")
         labels[key] = None if value is None else value.astype(np.int32)
-    return Scene(xyz=xyz.astype(np.float32), rgb=colour, name=name, source_index=source_index,
-                 source_points=n, **labels)
+    return Scene(xyz=xyz, rgb=colour, name=name, source_index=source_index, source_points=n,
+                 **labels)
 
 
 def load_scene(path: str | Path) -> Scene:
@@ -134,11 +145,7 @@ def load_scene(path: str | Path) -> Scene:
         raise SceneError(f"scene file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
-            raise SceneError(f"{path}: not a readable .npz file ({exc})") from exc
+        arrays = _read_npz(path)
         if "xyz" not in arrays:
             raise SceneError(f"{path}: no 'xyz' array (keys: {sorted(arrays)})")
         return make_scene(arrays["xyz"], arrays.get("rgb"), arrays.get("semantic"),
@@ -156,6 +163,28 @@ def load_scene(path: str | Path) -> Scene:
         instance = vertex["instance"] if "instance" in names else None
         return make_scene(xyz, rgb, semantic, instance, name=path.stem)
     raise SceneError(f"{path}: unsupported scene format '{suffix}' (use .npz or .ply)")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, read without pickles.
+
+    Raises:
+        SceneError: not an ``.npz`` archive, or a corrupt one (numpy, zipfile and zlib raise
+            many types on those: bad zip structure, CRC or compressed data, EOF, an array
+            header declaring more than memory holds), with the original as the cause.
+    """
+    try:
+        with open(path, "rb") as fh:
+            loaded = np.load(fh, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise SceneError(f"{path}: not a readable .npz file (a single .npy array)")
+            with loaded:
+                return {k: loaded[k] for k in loaded.files}
+    except SceneError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see Raises
+        raise SceneError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})"
+                         ) from exc
 
 
 def save_scene(path: str | Path, scene: Scene) -> None:
@@ -183,8 +212,9 @@ def read_ply_vertices(path: str | Path) -> np.ndarray:
     the vertices (faces) are ignored; elements before them must have fixed-size records.
 
     Raises:
-        SceneError: not a PLY file, no vertex element, list properties before the vertices,
-            or a truncated body.
+        SceneError: not a PLY file, a malformed header line, no vertex element, list
+            properties before the vertices, a truncated body, or ascii values that are not
+            numbers (integers in range for integer properties).
     """
     path = Path(path)
     with open(path, "rb") as fh:
@@ -203,15 +233,21 @@ def read_ply_vertices(path: str | Path) -> np.ndarray:
                 break
             if words[0] == "format" and len(words) >= 2:
                 fmt = words[1]
-            elif words[0] == "element" and len(words) == 3:
+            elif words[0] == "element":
+                if len(words) != 3 or not re.fullmatch(r"[0-9]+", words[2]):
+                    raise SceneError(f"{path}: bad PLY element line: {line!r}")
                 elements.append((words[1], int(words[2]), []))
-            elif words[0] == "property" and elements:
-                if words[1] == "list":
-                    elements[-1][2].append((words[-1], "list"))
+            elif words[0] == "property":
+                if len(words) == 5 and words[1] == "list":
+                    prop = (words[4], "list")
                 elif len(words) == 3 and words[1] in _PLY_TYPES:
-                    elements[-1][2].append((words[2], _PLY_TYPES[words[1]]))
+                    prop = (words[2], _PLY_TYPES[words[1]])
                 else:
                     raise SceneError(f"{path}: unsupported PLY property line: {line!r}")
+                if not elements or prop[0] in (pname for pname, _ in elements[-1][2]):
+                    raise SceneError(f"{path}: PLY property outside an element or repeated: "
+                                     f"{line!r}")
+                elements[-1][2].append(prop)
         if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
             raise SceneError(f"{path}: unsupported PLY format {fmt!r}")
         endian = ">" if fmt == "binary_big_endian" else "<"
@@ -228,17 +264,7 @@ def read_ply_vertices(path: str | Path) -> np.ndarray:
             offset += count * (1 if fmt == "ascii" else dtype.itemsize)
             continue
         if fmt == "ascii":
-            rows = text_lines[offset:offset + count]
-            if len(rows) < count:
-                raise SceneError(f"{path}: truncated PLY: {len(rows)} of {count} vertices")
-            values = np.array([r.split() for r in rows], dtype=np.float64).reshape(count, -1)
-            if values.shape[1] != len(props):
-                raise SceneError(f"{path}: vertex rows have {values.shape[1]} values, "
-                                 f"header declares {len(props)}")
-            out = np.empty(count, dtype.newbyteorder("="))
-            for i, (pname, _) in enumerate(props):
-                out[pname] = values[:, i]
-            return out
+            return _ascii_ply_vertices(path, text_lines[offset:offset + count], count, props)
         need = count * dtype.itemsize
         if len(body) - offset < need:
             raise SceneError(f"{path}: truncated PLY: {len(body) - offset} bytes for "
@@ -246,6 +272,33 @@ def read_ply_vertices(path: str | Path) -> np.ndarray:
         return np.frombuffer(body, dtype=dtype, count=count, offset=offset).astype(
             dtype.newbyteorder("="))
     raise SceneError(f"{path}: no 'vertex' element (or it follows an element with lists)")
+
+
+def _ascii_ply_vertices(path: Path, rows: list[bytes], count: int,
+                        props: list[tuple[str, str]]) -> np.ndarray:
+    """The vertex records of an ascii PLY body (one line each) in the properties' types."""
+    if len(rows) < count:
+        raise SceneError(f"{path}: truncated PLY: {len(rows)} of {count} vertices")
+    tokens = [row.split() for row in rows]
+    for i, words in enumerate(tokens):
+        if len(words) != len(props):
+            raise SceneError(f"{path}: PLY vertex {i} has {len(words)} values, header "
+                             f"declares {len(props)}")
+    try:
+        values = np.array(tokens, dtype=np.float64).reshape(count, len(props))
+    except ValueError as exc:
+        raise SceneError(f"{path}: PLY vertex values are not numbers ({exc})") from exc
+    out = np.empty(count, [(pname, kind) for pname, kind in props])
+    for column, (pname, kind) in zip(values.T, props):
+        if out.dtype[pname].kind in "iu":
+            limits = np.iinfo(out.dtype[pname])
+            if not (np.isfinite(column) & (column == np.round(column)) & (column >= limits.min)
+                    & (column <= limits.max)).all():
+                raise SceneError(f"{path}: PLY vertex property '{pname}' has values that are "
+                                 f"not {limits.dtype} integers")
+        with np.errstate(over="ignore"):
+            out[pname] = column
+    return out
 
 
 def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray,
@@ -313,28 +366,32 @@ class PredictionFile:
         """Read and validate a prediction file.
 
         Raises:
-            SceneError: missing file or keys, inconsistent lengths or ids.
+            SceneError: missing file or keys, ids and labels that are not integers, scores
+                that are not finite numbers, inconsistent shapes or ids.
         """
         path = Path(path)
         if not path.is_file():
             raise SceneError(f"prediction file not found: {path}")
         keys = ("semantic", "instance", "instance_ids", "instance_labels", "instance_scores")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                missing = [k for k in keys if k not in data.files]
-                if missing:
-                    raise SceneError(f"{path}: missing arrays {missing}")
-                arrays = {k: data[k] for k in keys}
-        except (OSError, ValueError) as exc:
-            if isinstance(exc, SceneError):
-                raise
-            raise SceneError(f"{path}: not a readable .npz file ({exc})") from exc
-        pred = cls(**arrays)
+        arrays = _read_npz(path)
+        missing = [k for k in keys if k not in arrays]
+        if missing:
+            raise SceneError(f"{path}: missing arrays {missing}")
+        for key in keys:
+            kinds, what = ("iuf", "numbers") if key == "instance_scores" else ("iu", "integers")
+            if arrays[key].dtype.kind not in kinds:
+                raise SceneError(f"{path}: '{key}' must be {what}, got {arrays[key].dtype}")
+        pred = cls(**{k: arrays[k] for k in keys})
         if pred.semantic.shape != pred.instance.shape or pred.semantic.ndim != 1:
             raise SceneError(f"{path}: 'semantic' and 'instance' must be (N,) arrays of one length")
+        if pred.instance_ids.ndim != 1:
+            raise SceneError(f"{path}: 'instance_ids' must be an (I,) array, got shape "
+                             f"{pred.instance_ids.shape}")
         n_inst = pred.instance_ids.shape[0]
         if pred.instance_labels.shape != (n_inst,) or pred.instance_scores.shape != (n_inst,):
             raise SceneError(f"{path}: per-instance arrays have different lengths")
+        if not np.isfinite(pred.instance_scores).all():
+            raise SceneError(f"{path}: 'instance_scores' are not all finite")
         if pred.instance.size and (pred.instance.max() >= n_inst or pred.instance.min() < -1):
             raise SceneError(f"{path}: 'instance' indexes outside the {n_inst} instances")
         return pred

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import importlib
 import queue
+import re
 import sys
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -37,15 +39,30 @@ CAMERA_TOPICS: dict[str, str] = {
 SURFACE_TOPICS: dict[str, str] = {"/surface_cloud": "sensor_msgs/msg/PointCloud2"}
 
 _STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+_MESSAGE_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_]*/msg/[A-Za-z][A-Za-z0-9_]*")
+
+
+class BagError(ValueError):
+    """A bag that cannot be read (no bag there, malformed metadata, corrupt storage);
+    ``str(error)`` names the bag and what is wrong."""
 
 
 def message_class(msgtype: str) -> type:
-    """The rclpy message class of a ROS 2 type name such as ``sensor_msgs/msg/Image``."""
+    """The rclpy message class of a ROS 2 type name such as ``sensor_msgs/msg/Image``.
+
+    Raises:
+        ValueError: not a ``package/msg/Name`` type name, or no such message installed.
+    """
+    if not isinstance(msgtype, str) or not _MESSAGE_TYPE.fullmatch(msgtype):
+        raise ValueError(f"{msgtype!r} is not a ROS 2 message type name (package/msg/Name)")
     package, kind, name = msgtype.split("/")
     try:
-        return getattr(importlib.import_module(f"{package}.{kind}"), name)
+        cls = getattr(importlib.import_module(f"{package}.{kind}"), name)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"message type {msgtype} is not installed") from exc
+    if not isinstance(cls, type) or not hasattr(cls, "get_fields_and_field_types"):
+        raise ValueError(f"{msgtype} is not a message class")
+    return cls
 
 
 class BagRecorder:
@@ -149,34 +166,81 @@ class BagSummary:
 
 
 def bag_info(path: Path) -> BagSummary:
-    """Topics, types, counts and duration of a bag."""
+    """Topics, types, counts and duration of a bag (as its metadata records them).
+
+    Raises:
+        BagError: not a bag, a corrupt one, or metadata with topic names or types that are
+            not strings, or counts, start or duration that are not whole numbers >= 0.
+    """
     with _reader(path) as reader:
         counts: Counter[str] = Counter()
-        types = {c.topic: c.msgtype for c in reader.connections}
+        types: dict[str, str] = {}
         for connection in reader.connections:
-            counts[connection.topic] += connection.msgcount
+            topic, msgtype, count = connection.topic, connection.msgtype, connection.msgcount
+            if not isinstance(topic, str) or not isinstance(msgtype, str) or \
+                    not _is_natural(count):
+                raise BagError(f"{path}: bad topic metadata (topic {topic!r}, type {msgtype!r}, "
+                               f"message count {count!r})")
+            types[topic] = msgtype
+            counts[topic] += count
+        start_ns, duration_ns = (reader.start_time, reader.duration) if counts else (0, 0)
+        if not _is_natural(start_ns) or not _is_natural(duration_ns):
+            raise BagError(f"{path}: bad metadata start {start_ns!r} or duration "
+                           f"{duration_ns!r} (whole nanoseconds >= 0)")
         storage = "mcap" if any(Path(path).glob("*.mcap")) else "sqlite3"
-        return BagSummary(Path(path), storage, reader.duration / 1e9 if counts else 0.0,
-                          reader.start_time if counts else 0,
+        return BagSummary(Path(path), storage, duration_ns / 1e9, start_ns,
                           {t: (types[t], counts[t]) for t in types})
+
+
+def _is_natural(value: object) -> bool:
+    """Whether a metadata value is a whole number >= 0 (YAML booleans are not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def bag_messages(path: Path, topics: Iterable[str] | None = None
                  ) -> Iterator[tuple[str, str, int, bytes]]:
-    """(topic, type, timestamp ns, serialised bytes) in time order."""
+    """(topic, type, timestamp ns, serialised bytes) in time order, of ``topics`` (all when
+    None).
+
+    Raises:
+        BagError: not a bag, or a corrupt one; among that, records whose data is not bytes,
+            whose timestamp is not whole nanoseconds >= 0, or out of time order (a corrupt
+            index), raised when iteration reaches them.
+    """
     with _reader(path) as reader:
         chosen = None if topics is None else set(topics)
         wanted = [c for c in reader.connections if chosen is None or c.topic in chosen]
+        if not wanted:  # rosbags reads every connection when given none
+            return
+        previous = 0
         for connection, timestamp, data in reader.messages(connections=wanted):
+            if not _is_natural(timestamp) or timestamp < previous or \
+                    not isinstance(data, (bytes, bytearray, memoryview)):
+                raise BagError(f"{path}: corrupt {connection.topic} record (timestamp "
+                               f"{timestamp!r} ns after {previous} ns, "
+                               f"{type(data).__name__} data)")
+            previous = timestamp
             yield connection.topic, connection.msgtype, timestamp, bytes(data)
 
 
-def _reader(path: Path) -> AnyReader:
-    """A reader of the bag at ``path``, opened by ``with``."""
+@contextmanager
+def _reader(path: Path) -> Iterator[AnyReader]:
+    """An open reader of the bag at ``path``, for ``with``.
+
+    Raises:
+        BagError: no bag at ``path``, or whatever reading it raised (rosbags, its YAML, sqlite
+            and mcap parsers raise a zoo of types on a malformed bag), with that as the cause.
+    """
     path = Path(path)
     if not (path / "metadata.yaml").is_file():
-        raise ValueError(f"{path} is not a rosbag2 directory (no metadata.yaml)")
-    return AnyReader([path], default_typestore=get_typestore(Stores.ROS2_KILTED))
+        raise BagError(f"{path} is not a rosbag2 directory (no metadata.yaml)")
+    try:
+        with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
+            yield reader
+    except BagError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see Raises
+        raise BagError(f"{path}: corrupt bag ({type(exc).__name__}: {exc})") from exc
 
 
 class BagPlayer:

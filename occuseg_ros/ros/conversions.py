@@ -427,7 +427,7 @@ def mesh_from_marker(marker: Marker) -> tuple[np.ndarray, np.ndarray, np.ndarray
         MessageError: action not ADD (DELETE/DELETEALL carry no mesh), type not TRIANGLE_LIST,
             point count not a multiple of 3, ``colors`` neither empty nor one per point,
             non-finite coordinates or colours, zero or non-finite scale, zero-norm or
-            non-finite orientation.
+            non-finite orientation, vertices beyond float32's range.
     """
     _check_mesh_marker(marker)
     points = _marker_points(marker)
@@ -435,9 +435,12 @@ def mesh_from_marker(marker: Marker) -> tuple[np.ndarray, np.ndarray, np.ndarray
     rotation, translation = _rigid_parts(marker.pose.orientation, marker.pose.position, "marker")
     scale = _marker_scale(marker)
     first, vertex_of_point = _merge_duplicates(points)
-    vertices = (points[first] * scale) @ rotation.T + translation
+    with np.errstate(over="ignore", invalid="ignore"):
+        vertices = ((points[first] * scale) @ rotation.T + translation).astype(np.float32)
+    if not np.isfinite(vertices).all():
+        raise MessageError("marker vertices (points * scale, posed) are beyond float32's range")
     triangles = vertex_of_point.reshape(-1, 3).astype(np.int32)
-    return vertices.astype(np.float32), colours[first], triangles
+    return vertices, colours[first], triangles
 
 
 def _merge_duplicates(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -754,10 +757,11 @@ def _rigid_parts(
     )
     if not np.isfinite(quaternion).all():
         raise MessageError(f"{what} quaternion {quaternion.tolist()} is not finite")
-    norm = float(np.linalg.norm(quaternion))
-    if norm == 0.0:
+    largest = float(np.abs(quaternion).max())
+    if largest == 0.0:
         raise MessageError(f"{what} quaternion is all zeros")
-    return _rotation_from_quaternion(quaternion / norm), translation
+    quaternion /= largest  # the norm below neither overflows (1e200) nor underflows (1e-320)
+    return _rotation_from_quaternion(quaternion / np.linalg.norm(quaternion)), translation
 
 
 def _rotation_from_quaternion(quaternion: np.ndarray) -> np.ndarray:
