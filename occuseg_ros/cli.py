@@ -63,6 +63,14 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat", type=int, default=3, help="timed runs per scene (median)")
     p.add_argument("--no-generated", action="store_true",
                    help="skip the generated ScanNet-sized room")
+    p.add_argument("--scaling", action="store_true",
+                   help="instead: latency of one update against map size, full recompute and "
+                        "incremental, per stage")
+    p.add_argument("--sizes", type=lambda s: tuple(int(x) for x in s.split(",")),
+                   default=None, metavar="N,N,...",
+                   help="map sizes in voxels for --scaling (default: 10k to 1M)")
+    p.add_argument("--patches", type=int, default=5,
+                   help="timed increments per map size for --scaling (p50, p95)")
     _add_params_file(p)
 
 
@@ -386,8 +394,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .core.bench import run_benchmark
+    from .core.bench import SCALING_SIZES, run_benchmark, run_scaling_benchmark
 
+    if args.scaling:
+        print(run_scaling_benchmark(args.model, args.device, args.sizes or SCALING_SIZES,
+                                    args.patches, _pipeline_config(args.params_file)))
+        return 0
     print(run_benchmark(args.scenes, model=args.model, device=args.device,
                         repeat=args.repeat, include_generated=not args.no_generated,
                         config=_pipeline_config(args.params_file)))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .checkpoint import NetworkPredictor, default_model_path, resolve_device
+from .incremental import IncrementalConfig
 from .model import NetworkConfig, OccuSegNet
 from .labels import SCANNET20_IDS
 from .pipeline import PipelineConfig, segment_points
@@ -117,4 +118,110 @@ def run_benchmark(scene_paths: list[Path], model: Path | None = None, device: st
         lines.append(f"| {scene.name} | {scene.num_points} | {result.num_voxels} | "
                      f"{result.num_supervoxels} | {result.num_instances} | "
                      + " | ".join(f"{median[s] * 1000:.0f}" for s in STAGES) + " |")
+    return "\n".join(lines)
+
+
+#: Map sizes of the scaling table, in voxels of the model's size.
+SCALING_SIZES = (10_000, 30_000, 100_000, 300_000, 1_000_000)
+#: Stages of one update, in the order they run (see :class:`UpdateStats` and
+#: :meth:`occuseg_ros.core.segmenter.Segmenter.update`).
+UPDATE_STAGES = ("voxels", "network", "supervoxels", "clustering", "tracking", "points",
+                 "total")
+#: Edge of the square column (full height) each timed increment brings in, metres.
+PATCH_M = 1.0
+
+
+def tiled_map(xyz: np.ndarray, rgb: np.ndarray, voxel_size_m: float, num_voxels: int,
+              gap_m: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A map of about ``num_voxels`` voxels: copies of one room on a square grid of
+    rooms ``gap_m`` apart (x, y; metres), the last copy cut along x to hit the size."""
+    keys = np.unique(np.floor(xyz / voxel_size_m).astype(np.int64), axis=0)
+    per_room = keys.shape[0]
+    extent = xyz.max(axis=0) - xyz.min(axis=0) + gap_m
+    copies = int(np.ceil(num_voxels / per_room))
+    side = int(np.ceil(np.sqrt(copies)))
+    parts_xyz, parts_rgb, total = [], [], 0
+    base = xyz - xyz.min(axis=0)
+    for k in range(copies):
+        shifted = base + np.array([(k % side) * extent[0], (k // side) * extent[1], 0.0])
+        take = np.ones(shifted.shape[0], bool)
+        if total + per_room > num_voxels:  # the last copy: cut along x to the size wanted
+            fraction = (num_voxels - total) / per_room
+            take = base[:, 0] <= np.quantile(base[:, 0], fraction)
+        parts_xyz.append(shifted[take].astype(np.float32))
+        parts_rgb.append(rgb[take])
+        total += per_room
+    return np.concatenate(parts_xyz), np.concatenate(parts_rgb)
+
+
+def run_scaling_benchmark(model: Path | None = None, device: str = "auto",
+                          sizes: tuple[int, ...] = SCALING_SIZES, patches: int = 5,
+                          config: PipelineConfig | None = None,
+                          incremental: IncrementalConfig | None = None) -> str:
+    """Latency of one map update against map size: a full recompute, and an incremental
+    update that brings in a new ``PATCH_M`` square column of a room (its points were absent,
+    as when the camera first sees a corner), per stage; medians of the full runs, p50 and p95
+    over ``patches`` increments. Returns the Markdown table."""
+    from .segmenter import Segmenter
+    from .surface_map import SurfaceMap, grid_keys
+
+    torch_device = resolve_device(device)
+    path = model or default_model_path()
+    if path is None:
+        raise ValueError("the scaling benchmark needs a model (none shipped or given)")
+    network = NetworkPredictor.from_checkpoint(path, device)
+    config = config or PipelineConfig()
+    config.voxel_size_m = network.voxel_size_m
+    incremental = incremental or IncrementalConfig()
+    room = generate_room(BENCH_ROOM_SEED, size_range_m=BENCH_ROOM_SIZE_M)
+    room_xyz = room.xyz.astype(np.float32)
+    rng = np.random.default_rng(0)
+    rows = []
+    warmed = False
+    for size in sizes:
+        xyz, rgb = tiled_map(room_xyz, room.rgb, network.voxel_size_m, size)
+        full_segmenter = Segmenter(network, config, incremental=incremental)
+        if not warmed:
+            full_segmenter.segment(xyz, rgb)  # JIT and allocator warm-up
+            warmed = True
+        full_runs = [full_segmenter.segment(xyz, rgb).timings_s for _ in range(1 if size >
+                                                                                 300_000 else 2)]
+        full = {k: float(np.median([r.get(k, 0.0) for r in full_runs])) for k in UPDATE_STAGES}
+        inc_runs = []
+        lo, hi = xyz.min(axis=0), xyz.max(axis=0)
+        for _ in range(patches):
+            corner = lo[:2] + rng.uniform(0, 1, 2) * np.maximum(hi[:2] - lo[:2] - PATCH_M, 0)
+            patch = np.all((xyz[:, :2] >= corner) & (xyz[:, :2] < corner + PATCH_M), axis=1)
+            m = SurfaceMap(0.16, network.voxel_size_m, 10 ** 8)
+            m.replace_all(xyz[~patch], rgb[~patch])
+            segmenter = Segmenter(network, config, incremental=incremental)
+            segmenter.update(m.take_changes(), *m.points())
+            blocks = np.isin(grid_keys(xyz, m.block_size_m),
+                             grid_keys(xyz[patch], m.block_size_m))
+            m.replace_blocks(xyz[blocks], rgb[blocks])
+            inc_runs.append(segmenter.update(m.take_changes(), *m.points()).timings_s)
+            num_voxels = segmenter.engine.num_voxels
+            network_voxels = segmenter.engine.last_update.network_voxels
+        inc50 = {k: float(np.percentile([r.get(k, 0.0) for r in inc_runs], 50))
+                 for k in UPDATE_STAGES}
+        inc95 = float(np.percentile([r["total"] for r in inc_runs], 95))
+        rows.append((num_voxels, full, inc50, inc95, network_voxels))
+    lines = [
+        f"occuseg bench --scaling, {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+        f"machine: {machine_description(torch_device)}",
+        f"network: model {path.name} ({network.voxel_size_m * 100:.0f} cm voxels); map: copies "
+        f"of generated room {BENCH_ROOM_SEED}; increment: a new {PATCH_M:.0f} m square column, "
+        f"{patches} places; margins refresh {incremental.refresh_margin_m} m, context "
+        f"{incremental.context_margin_m} m",
+        "",
+        "| voxels | update | " + " | ".join(f"{s} ms" for s in UPDATE_STAGES)
+        + " | p95 ms | network voxels |",
+        "|---:|---|" + "---:|" * (len(UPDATE_STAGES) + 2),
+    ]
+    for num_voxels, full, inc50, inc95, network_voxels in rows:
+        lines.append(f"| {num_voxels} | full | " + " | ".join(
+            f"{full[s] * 1000:.0f}" for s in UPDATE_STAGES) + f" | | {num_voxels} |")
+        lines.append(f"| {num_voxels} | incremental (p50) | " + " | ".join(
+            f"{inc50[s] * 1000:.0f}" for s in UPDATE_STAGES)
+            + f" | {inc95 * 1000:.0f} | {network_voxels} |")
     return "\n".join(lines)

@@ -104,7 +104,7 @@ class Supervoxels:
 # neighbour graph
 # --------------------------------------------------------------------------------------------
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _knn_kernel(coords: np.ndarray, k: int, radius: float) -> np.ndarray:
     m = coords.shape[0]
     out = np.full((m, k), -1, np.int32)
@@ -135,30 +135,30 @@ def _knn_kernel(coords: np.ndarray, k: int, radius: float) -> np.ndarray:
     starts[n_cells] = m
     cell_keys = sorted_key[starts[:n_cells]]
     r2 = np.int64(np.floor(radius * radius + 1e-9))
-    best_key = np.empty(k, np.int64)
-    best_idx = np.empty(k, np.int64)
-    cand = np.empty(m, np.int64)
-    cand_xyz = np.empty((m, 3), np.int64)
-    # One cursor per (dx, dy) column of neighbour cells: cells are visited in key order, so
-    # the first cell at or after (dx, dy, -1) only moves forward.
-    cursor = np.zeros(9, np.int64)
-    for c in range(n_cells):
+    # Cells are independent: each thread gathers a cell's candidates from the 9 columns
+    # (dx, dy) of neighbour cells, three consecutive keys each, found by binary search.
+    for c in numba.prange(n_cells):
+        first = np.empty(9, np.int64)
+        last = np.empty(9, np.int64)
         n_cand = 0
         for col in range(9):
             base = cell_keys[c] + ((col // 3 - 1) * ext[1] + (col % 3 - 1)) * ext[2]
-            q = cursor[col]
-            while q < n_cells and cell_keys[q] < base - 1:
-                q += 1
-            cursor[col] = q
-            while q < n_cells and cell_keys[q] <= base + 1:
-                for t in range(starts[q], starts[q + 1]):
-                    j = order[t]
-                    cand[n_cand] = j
-                    cand_xyz[n_cand, 0] = coords[j, 0]
-                    cand_xyz[n_cand, 1] = coords[j, 1]
-                    cand_xyz[n_cand, 2] = coords[j, 2]
-                    n_cand += 1
-                q += 1
+            first[col] = np.searchsorted(cell_keys, base - 1)
+            last[col] = np.searchsorted(cell_keys, base + 1, side="right")
+            n_cand += starts[last[col]] - starts[first[col]]
+        cand = np.empty(n_cand, np.int64)
+        cand_xyz = np.empty((n_cand, 3), np.int64)
+        u = 0
+        for col in range(9):
+            for t in range(starts[first[col]], starts[last[col]]):
+                j = order[t]
+                cand[u] = j
+                cand_xyz[u, 0] = coords[j, 0]
+                cand_xyz[u, 1] = coords[j, 1]
+                cand_xyz[u, 2] = coords[j, 2]
+                u += 1
+        best_key = np.empty(k, np.int64)
+        best_idx = np.empty(k, np.int64)
         for t in range(starts[c], starts[c + 1]):
             i = order[t]
             xi = coords[i, 0]

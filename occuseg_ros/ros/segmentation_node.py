@@ -73,6 +73,7 @@ _NO_INSTANCE_GREY = 110
 NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
     "model_path": ("", "checkpoint to run; empty: the model shipped in models/"),
     "device": ("auto", "auto | cpu | cuda: where the network runs"),
+    "half_precision": (False, "run the network in float16 on CUDA (ignored on the CPU)"),
     "torch_threads": (0, "CPU threads for the network; 0 keeps torch's default"),
     "segment_rate_hz": (1.0, "most segmentations per second (only when the map changed)"),
     "input_mode": ("increment", "increment: messages replace the blocks they touch; "
@@ -135,7 +136,8 @@ class SegmentationNode(Node):
         model_path = p["model_path"] or default_model_path()
         if model_path is None:
             raise RuntimeError("no model: set model_path, or ship one in models/")
-        predictor = NetworkPredictor.from_checkpoint(model_path, p["device"])
+        predictor = NetworkPredictor.from_checkpoint(model_path, p["device"],
+                                                     p["half_precision"])
         config.voxel_size_m = predictor.voxel_size_m  # the model was trained at its size
         self.get_logger().info(f"model {model_path} on {predictor.device}, "
                                f"{config.voxel_size_m * 100:.0f} cm voxels")
