@@ -85,6 +85,21 @@ def test_generate_and_bench(tmp_path):
     assert row[0] == "small" and int(row[1]) == int(keep.sum())
 
 
+def test_bench_scaling_table():
+    """Two small map sizes, one increment each: both rows per size, the map sizes asked for
+    and an incremental pass that ran the network on part of the map only."""
+    table = occuseg("bench", "--scaling", "--sizes", "4000,8000", "--patches", "1",
+                    "--device", "cpu").stdout
+    assert "machine:" in table and "margins refresh" in table
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines()
+            if line.startswith("| ") and line[2].isdigit()]
+    assert [r[1] for r in rows] == ["full", "incremental (p50)"] * 2
+    sizes = [int(r[0]) for r in rows[::2]]
+    assert abs(sizes[0] - 4000) < 400 and abs(sizes[1] - 8000) < 800
+    full_voxels, inc_voxels = int(rows[2][-1]), int(rows[3][-1])
+    assert 0 < inc_voxels < full_voxels
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "mismatch", "no_gt_oracle", "bad_model"])
 def test_bad_input_gives_a_clear_error(tmp_path, case):
     scene_path = tmp_path / "s.npz"

@@ -135,19 +135,19 @@ def tiled_map(xyz: np.ndarray, rgb: np.ndarray, voxel_size_m: float, num_voxels:
               gap_m: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """A map of about ``num_voxels`` voxels: copies of one room on a square grid of
     rooms ``gap_m`` apart (x, y; metres), the last copy cut along x to hit the size."""
-    keys = np.unique(np.floor(xyz / voxel_size_m).astype(np.int64), axis=0)
-    per_room = keys.shape[0]
-    extent = xyz.max(axis=0) - xyz.min(axis=0) + gap_m
+    base = xyz - xyz.min(axis=0)
+    cells = np.floor(base / voxel_size_m).astype(np.int64)
+    voxel_x = np.sort(np.unique(cells, axis=0)[:, 0])
+    per_room = voxel_x.size
+    extent = base.max(axis=0) + gap_m
     copies = int(np.ceil(num_voxels / per_room))
     side = int(np.ceil(np.sqrt(copies)))
     parts_xyz, parts_rgb, total = [], [], 0
-    base = xyz - xyz.min(axis=0)
     for k in range(copies):
         shifted = base + np.array([(k % side) * extent[0], (k // side) * extent[1], 0.0])
         take = np.ones(shifted.shape[0], bool)
-        if total + per_room > num_voxels:  # the last copy: cut along x to the size wanted
-            fraction = (num_voxels - total) / per_room
-            take = base[:, 0] <= np.quantile(base[:, 0], fraction)
+        if total + per_room > num_voxels:  # the last copy: the voxel columns up to the size
+            take = cells[:, 0] <= voxel_x[num_voxels - total - 1]
         parts_xyz.append(shifted[take].astype(np.float32))
         parts_rgb.append(rgb[take])
         total += per_room

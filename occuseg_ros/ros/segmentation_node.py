@@ -637,6 +637,7 @@ class SegmentationNode(Node):
             points, blocks = self._map.num_points, self._map.num_blocks
             counts, rejected = dict(self._counts), dict(self._rejected)
         seg = self._last
+        update = self._segmenter.engine.last_update
         for topic, msg_type in self._inputs.items():
             wrong = wrong_type_publishers(self, topic, msg_type)
             if wrong:
@@ -652,6 +653,11 @@ class SegmentationNode(Node):
         values: dict[str, Any] = {
             "map_points": points, "map_blocks": blocks,
             "voxels": seg.num_voxels if seg else 0,
+            # What the last update recomputed (occuseg_ros/core/incremental.py).
+            "changed_voxels": update.changed_voxels,
+            "refreshed_voxels": update.refreshed_voxels,
+            "network_voxels": update.network_voxels,
+            "resegmented_voxels": update.resegmented_voxels,
             "instances": len(seg.instances) if seg else 0, **rates,
             **{k: f"{v:.1f}" for k, v in self.last_timings_ms.items()}, **counts,
             **{f"rejected_{k}": v for k, v in rejected.items()}}
