@@ -228,3 +228,24 @@ def test_margins_are_checked(predictor):
                   incremental=IncrementalConfig(refresh_margin_m=0.05))
     with pytest.raises(ValueError, match="non-negative"):
         IncrementalConfig(context_margin_m=-1.0)
+
+
+def test_only_what_the_network_sees_counts_as_a_change(predictor, room, two_threads):
+    """More points of the same colour in a voxel change nothing the network sees; a colour
+    drift within colour_tolerance is ignored, beyond it the voxel is refreshed."""
+    xyz, rgb = room
+    config = _config(predictor)
+    for tolerance, drift, refreshed in ((0.0, 0, False), (0.0, 1, True), (0.01, 1, False),
+                                        (0.01, 4, True)):
+        m = SurfaceMap(0.16, 0.02, 10 ** 7)
+        segmenter = Segmenter(predictor, config,
+                              incremental=IncrementalConfig(colour_tolerance=tolerance))
+        m.replace_all(xyz, rgb)
+        segmenter.update(m.take_changes(), *m.points())
+        px, pr = m.points()
+        colours = np.concatenate([pr, pr]).astype(np.int64) + drift
+        m.replace_all(np.concatenate([px, px]), np.clip(colours, 0, 255).astype(np.uint8))
+        segmenter.update(m.take_changes(), *m.points())
+        update = segmenter.engine.last_update
+        assert (update.network_voxels > 0) == refreshed, (tolerance, drift)
+        assert (update.changed_voxels > 0) == refreshed

@@ -66,14 +66,21 @@ class IncrementalConfig:
             within this distance of a changed voxel (at least the neighbour search radius).
         context_margin_m: the network also sees this much further context, so refreshed
             voxels near the margin get (nearly) their full-map outputs.
+        colour_tolerance: a voxel whose mean colour (RGB in [0, 1]) moved by at most this
+            since the network last saw it does not count as changed. 0 (exact) refreshes on
+            any change; a fused map's colours drift a little with every frame, which a small
+            tolerance ignores.
     """
 
     refresh_margin_m: float = 0.8
     context_margin_m: float = 0.8
+    colour_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.refresh_margin_m >= 0 and self.context_margin_m >= 0):
             raise ValueError("margins must be non-negative metres")
+        if not 0 <= self.colour_tolerance <= 1:
+            raise ValueError("colour_tolerance must be in [0, 1]")
 
 
 @dataclass
@@ -172,7 +179,7 @@ class IncrementalSegmenter:
             "count": ((), np.int64, 0), "rgb_sum": ((3,), np.int64, 0),
             "semantic": ((), np.int32, 0), "neighbors": ((knn,), np.int32, -1),
             "normal": ((3,), np.float32, 0), "supervoxel": ((), np.int32, -1),
-            "prior_id": ((), np.uint32, 0),
+            "prior_id": ((), np.uint32, 0), "seen_colour": ((3,), np.float32, -1),
             "embedding": ((0,), np.float32, 0), "center": ((3,), np.float32, 0),
             "bandwidth": ((2,), np.float32, 1), "log_occupancy": ((), np.float32, 0),
             "prob": ((0,), np.float32, 0)})
@@ -303,7 +310,7 @@ class IncrementalSegmenter:
                           for c in range(3)], axis=1).astype(np.int64)
         moved = (d_count != 0) | (d_rgb != 0).any(axis=1)
         keys, d_count, d_rgb = keys[moved], d_count[moved], d_rgb[moved]
-        self._apply_voxel_deltas(keys, d_count, d_rgb)
+        changed = self._apply_voxel_deltas(keys, d_count, d_rgb)
 
         # Voxel slot of every point of the new blocks, for the per-point outputs.
         if news:
@@ -312,11 +319,17 @@ class IncrementalSegmenter:
             bounds = np.cumsum([x.shape[0] for x in new_xyz])[:-1]
             for (block, _), part in zip(news, np.split(slots, bounds)):
                 self._block_point_slots[block] = part
-        return keys
+        return changed
 
     def _apply_voxel_deltas(self, keys: np.ndarray, d_count: np.ndarray,
-                            d_rgb: np.ndarray) -> None:
-        """Add point counts and colour sums to the voxels of ``keys`` (sorted)."""
+                            d_rgb: np.ndarray) -> np.ndarray:
+        """Add point counts and colour sums to the voxels of ``keys`` (sorted).
+
+        Returns the keys (sorted) of the voxels whose network input changed: those that
+        appeared or vanished, and those whose mean colour (the network's only feature) moved
+        by more than ``colour_tolerance`` from the colour the network last saw. A change of
+        point count alone changes nothing the network sees.
+        """
         v = self._voxels
         pos = np.searchsorted(self._index_keys, keys)
         exists = pos < self._index_keys.size
@@ -334,6 +347,7 @@ class IncrementalSegmenter:
             v["rgb_sum"][s] = 0
             v["supervoxel"][s] = -1
             v["prior_id"][s] = 0
+            v["seen_colour"][s] = -1.0
         v["count"][slots] += d_count
         v["rgb_sum"][slots] += d_rgb
         if (v["count"][slots] < 0).any():
@@ -346,6 +360,12 @@ class IncrementalSegmenter:
         at = np.searchsorted(index_keys, keys[born])
         self._index_keys = np.insert(index_keys, at, keys[born])
         self._index_slots = np.insert(index_slots, at, slots[born].astype(np.int32))
+        live = ~dead & ~new
+        colour = colour_from_sums(v["rgb_sum"][slots[live]], v["count"][slots[live]])
+        moved = np.abs(colour - v["seen_colour"][slots[live]]).max(axis=1, initial=0.0) \
+            > self.incremental.colour_tolerance
+        changed = new | dead
+        changed[np.flatnonzero(live)[moved]] = True
         if dead.any():
             gone = slots[dead]
             v["alive"][gone] = False
@@ -354,7 +374,7 @@ class IncrementalSegmenter:
             self._orphaned.append(old_sv[old_sv >= 0])
             v["supervoxel"][gone] = -1
             self._free_slots.extend(int(x) for x in gone)
-
+        return keys[changed]
 
     def _allocate_slots(self, n: int) -> np.ndarray:
         reuse = min(n, len(self._free_slots))
@@ -389,6 +409,7 @@ class IncrementalSegmenter:
                          counts=v["count"][crop].astype(np.int32),
                          rgb=colour_from_sums(v["rgb_sum"][crop], v["count"][crop]),
                          anchor=self._anchor)
+        colour = grid.rgb
         pred: VoxelPredictions = self.predictor(grid)
         if pred.semantic_prob.shape[0] != n:
             raise ValueError(f"predictor returned {pred.semantic_prob.shape[0]} rows for "
@@ -399,6 +420,7 @@ class IncrementalSegmenter:
             raise ValueError("the predictor's classes changed between updates")
         # Both lists are in key order, so the refreshed voxels' rows are found by search.
         rows = np.searchsorted(v["key"][crop], v["key"][refresh])
+        v["seen_colour"][refresh] = colour[rows]
         v["prob"][refresh] = pred.semantic_prob[rows]
         v["semantic"][refresh] = pred.label_ids[np.argmax(pred.semantic_prob[rows], axis=1)]
         v["embedding"][refresh] = pred.embedding[rows]
@@ -752,6 +774,7 @@ class IncrementalSegmenter:
                      "log_occupancy"):
             v[name][hit] = state[name][rows]
         v["prior_id"][hit] = state["instance_id"][rows]
+        v["seen_colour"][hit] = colour_from_sums(v["rgb_sum"][hit], v["count"][hit])
         labels = state["supervoxel"][pos] if found.all() else None
         return found, labels
 

@@ -85,6 +85,9 @@ NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
     "context_margin_m": (IncrementalConfig.context_margin_m,
                          "further context the network sees around the refreshed region, "
                          "metres"),
+    "colour_tolerance": (IncrementalConfig.colour_tolerance,
+                         "a voxel whose mean colour (RGB in [0, 1]) moved by at most this since "
+                         "the network saw it is not refreshed; 0: exact"),
     "tsdf_voxel_size_m": (0.02, "voxel edge of the tsdf_voxels stream, metres"),
     "tsdf_band_m": (0.02, "a TSDF voxel is surface when |tsdf| <= this, metres"),
     "tsdf_min_weight": (1.0, "a TSDF voxel is surface when its weight >= this"),
@@ -143,7 +146,8 @@ class SegmentationNode(Node):
                                f"{config.voxel_size_m * 100:.0f} cm voxels")
         self._segmenter = Segmenter(
             predictor, config, p["instance_min_overlap"],
-            IncrementalConfig(p["refresh_margin_m"], p["context_margin_m"]), p["block_size_m"])
+            IncrementalConfig(p["refresh_margin_m"], p["context_margin_m"],
+                              p["colour_tolerance"]), p["block_size_m"])
         self._map = SurfaceMap(p["block_size_m"], min(p["tsdf_voxel_size_m"],
                                                       p["block_size_m"]), p["max_points"])
 
