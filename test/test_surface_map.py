@@ -160,3 +160,46 @@ def test_map_segmentation_scores_its_persistent_ids():
     got = seg.evaluate(semantic, truth)
     assert (got.ap, got.ap50, got.ap25) == (expected.ap, expected.ap50, expected.ap25)
     assert got.ap50 == pytest.approx(1.0)
+
+
+def test_block_concatenation_splices_like_a_full_concatenation():
+    """Random block replacements and removals: the spliced arrays always equal the blocks'
+    arrays concatenated in key order (the numpy reference)."""
+    from occuseg_ros.core.surface_map import BlockConcatenation
+
+    rng = np.random.default_rng(0)
+    listing = BlockConcatenation((np.zeros((0, 3), np.float32), np.zeros(0, np.int32)))
+    blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for _ in range(300):
+        changed = {}
+        for _ in range(int(rng.integers(1, 6))):
+            key = int(rng.integers(-20, 20))
+            if rng.random() < 0.3:
+                changed[key] = None
+                blocks.pop(key, None)
+            else:
+                n = int(rng.integers(0, 5))
+                changed[key] = blocks[key] = (rng.random((n, 3)).astype(np.float32),
+                                              rng.integers(0, 100, n).astype(np.int32))
+        listing.update(changed)
+        keys = sorted(blocks)
+        assert listing.keys.tolist() == keys
+        for part in range(2):
+            reference = (np.concatenate([blocks[k][part] for k in keys]) if keys
+                         else listing.templates[part])
+            np.testing.assert_array_equal(listing.arrays[part], reference)
+
+
+def test_take_changes_lists_each_changed_block_once():
+    m = SurfaceMap(0.16, 0.02)
+    xyz = np.array([[0.01, 0.01, 0.01], [0.5, 0.5, 0.5]], np.float32)
+    rgb = np.zeros((2, 3), np.uint8)
+    m.replace_all(xyz, rgb)
+    first = m.take_changes()
+    assert len(first) == 2 and all(v is not None for v in first.values())
+    assert m.take_changes() == {}
+    m.replace_blocks(xyz[:1] + 0.001, rgb[:1])
+    m.replace_all(xyz[1:], rgb[1:])  # the first block is gone
+    changes = m.take_changes()
+    assert len(changes) == 2
+    assert sum(v is None for v in changes.values()) == 1

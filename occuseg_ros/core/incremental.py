@@ -46,7 +46,7 @@ from .pipeline import PipelineConfig, Predictor
 from .predictions import VoxelPredictions
 from .supervoxels import (Guide, estimate_normals,
                           segment_supervoxels, split_by_label, voxel_knn)
-from .surface_map import cells_from_keys, grid_keys, keys_from_cells
+from .surface_map import BlockConcatenation, cells_from_keys, grid_keys, keys_from_cells
 from .voxels import VoxelGrid, colour_from_sums
 
 #: Half the packable range of cells per axis (see :func:`grid_keys`).
@@ -189,7 +189,9 @@ class IncrementalSegmenter:
         self._index_keys = np.zeros(0, np.int64)  # sorted keys of live voxels
         self._index_slots = np.zeros(0, np.int32)
         self._blocks: dict[int, BlockContent] = {}  # what the voxel sums hold
-        self._block_point_slots: dict[int, np.ndarray] = {}
+        # Voxel slot of every point, blocks in key order (a voxel keeps its slot while it
+        # lives, so unchanged blocks' entries stay valid).
+        self._point_slots = BlockConcatenation((np.zeros(0, np.int32),))
         self._label_ids: np.ndarray | None = None
         self._restored: dict[str, np.ndarray] | None = None
         self._anchor: np.ndarray | None = None  # the map's minimum cell at the last update
@@ -290,7 +292,6 @@ class IncrementalSegmenter:
         for block, new in blocks.items():
             if new is None or new[0].shape[0] == 0:
                 self._blocks.pop(block, None)
-                self._block_point_slots.pop(block, None)
             else:
                 new = (np.asarray(new[0], np.float32), np.asarray(new[1], np.uint8))
                 self._blocks[block] = new
@@ -313,12 +314,15 @@ class IncrementalSegmenter:
         changed = self._apply_voxel_deltas(keys, d_count, d_rgb)
 
         # Voxel slot of every point of the new blocks, for the per-point outputs.
+        listing: dict[int, tuple[np.ndarray] | None] = {
+            block: None for block in blocks if block not in self._blocks}
         if news:
             at = np.searchsorted(self._index_keys, point_keys[n_old:])
             slots = self._index_slots[np.minimum(at, max(self._index_keys.size - 1, 0))]
             bounds = np.cumsum([x.shape[0] for x in new_xyz])[:-1]
             for (block, _), part in zip(news, np.split(slots, bounds)):
-                self._block_point_slots[block] = part
+                listing[block] = (part,)
+        self._point_slots.update(listing)
         return changed
 
     def _apply_voxel_deltas(self, keys: np.ndarray, d_count: np.ndarray,
@@ -797,14 +801,7 @@ class IncrementalSegmenter:
     def point_slots(self) -> np.ndarray:
         """(N,) voxel slot of every point, blocks by key, points in block order (the
         canonical order of :meth:`occuseg_ros.core.surface_map.SurfaceMap.points`)."""
-        if not self._block_point_slots:
-            return np.zeros(0, np.int64)
-        return np.concatenate([self._block_point_slots[k]
-                               for k in sorted(self._block_point_slots)])
-
-    def block_point_slots(self, block: int) -> np.ndarray:
-        """(n,) voxel slot of each point of a block, in the block's point order."""
-        return self._block_point_slots[block]
+        return self._point_slots.arrays[0]
 
     def slot_semantic(self, slots: np.ndarray) -> np.ndarray:
         """(n,) int32 nyu40 class of the voxels at ``slots``."""

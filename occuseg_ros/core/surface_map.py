@@ -85,6 +85,9 @@ class SurfaceMap:
         self._num_points = 0
         self._cache: tuple[np.ndarray, np.ndarray] | None = None
         self._changed: set[int] = set()  # blocks changed since the last take_changes
+        self._unlisted: set[int] = set()  # blocks changed since the last points()
+        self._listing = BlockConcatenation((np.zeros((0, 3), np.float32),
+                                            np.zeros((0, 3), np.uint8)))
         #: Incremented by every update that changes the map.
         self.version = 0
 
@@ -110,7 +113,7 @@ class SurfaceMap:
     def clear(self) -> None:
         """Forget every point."""
         if self._blocks:
-            self._changed.update(self._blocks)
+            self._mark(self._blocks)
             self._blocks.clear()
             self._num_points = 0
             self._touch()
@@ -120,8 +123,8 @@ class SurfaceMap:
         xyz, rgb = self._check(xyz, rgb)
         self._check_size(xyz.shape[0])
         parts = dict(self._split(xyz, rgb))
-        self._changed.update(self._blocks)
-        self._changed.update(parts)
+        self._mark(self._blocks)
+        self._mark(parts)
         self._blocks = parts
         self._num_points = xyz.shape[0]
         self._touch()
@@ -138,7 +141,7 @@ class SurfaceMap:
         parts = self._split(xyz, rgb)
         removed = sum(self._blocks[k].xyz.shape[0] for k, _ in parts if k in self._blocks)
         self._check_size(self._num_points - removed + xyz.shape[0])
-        self._changed.update(k for k, _ in parts)
+        self._mark(k for k, _ in parts)
         self._blocks.update(parts)
         self._num_points += xyz.shape[0] - removed
         self._touch()
@@ -177,7 +180,7 @@ class SurfaceMap:
         total = self._num_points + sum(b.xyz.shape[0] for b in updated.values()) - sum(
             self._blocks[k].xyz.shape[0] for k in changed_keys.tolist() if k in self._blocks)
         self._check_size(total)
-        self._changed.update(changed_keys.tolist())
+        self._mark(changed_keys.tolist())
         for key in changed_keys.tolist():
             block = updated.get(key)
             if block is None or block.xyz.shape[0] == 0:
@@ -194,12 +197,11 @@ class SurfaceMap:
         The arrays are shared with the map until its next update; do not modify them.
         """
         if self._cache is None:
-            keys = sorted(self._blocks)
-            if keys:
-                xyz = np.concatenate([self._blocks[k].xyz for k in keys])
-                rgb = np.concatenate([self._blocks[k].rgb for k in keys])
-            else:
-                xyz, rgb = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
+            self._listing.update({k: None if k not in self._blocks else
+                                  (self._blocks[k].xyz, self._blocks[k].rgb)
+                                  for k in self._unlisted})
+            self._unlisted = set()
+            xyz, rgb = self._listing.arrays
             xyz.flags.writeable = False
             rgb.flags.writeable = False
             self._cache = (xyz, rgb)
@@ -208,6 +210,12 @@ class SurfaceMap:
     def _touch(self) -> None:
         self._cache = None
         self.version += 1
+
+    def _mark(self, keys) -> None:
+        """Note blocks about to change, for take_changes and points."""
+        keys = list(keys)
+        self._changed.update(keys)
+        self._unlisted.update(keys)
 
     def _check_size(self, total: int) -> None:
         if total > self.max_points:
@@ -247,3 +255,59 @@ def split_blocks(xyz: np.ndarray, block_size_m: float
     order = np.argsort(keys, kind="stable")
     unique, starts = np.unique(keys[order], return_index=True)
     return unique, order, np.append(starts, order.size).astype(np.int64)
+
+
+class BlockConcatenation:
+    """Per-block arrays kept concatenated in block-key order, updated by splicing.
+
+    Holds one or more parallel arrays per block (e.g. points and colours); after
+    :meth:`update` with the changed blocks, :attr:`arrays` is what concatenating every block's
+    arrays in key order gives, at the cost of one copy of the data plus work in the number
+    of changed blocks (no loop over all blocks).
+
+    Args:
+        templates: one empty array per part, giving its dtype and trailing shape.
+    """
+
+    def __init__(self, templates: tuple[np.ndarray, ...]) -> None:
+        self.templates = tuple(np.asarray(t)[:0] for t in templates)
+        self.clear()
+
+    def clear(self) -> None:
+        self.keys = np.zeros(0, np.int64)  # sorted block keys
+        self.offsets = np.zeros(1, np.int64)  # run of block k: offsets[k]:offsets[k + 1]
+        self.arrays: tuple[np.ndarray, ...] = tuple(t.copy() for t in self.templates)
+
+    def update(self, changed: dict[int, tuple[np.ndarray, ...] | None]) -> None:
+        """Replace the arrays of the changed blocks (None: the block is gone)."""
+        if not changed:
+            return
+        keys_changed = np.array(sorted(changed), np.int64)
+        present = np.isin(self.keys, keys_changed, assume_unique=True)
+        kept_keys = self.keys[~present]
+        kept_starts, kept_ends = self.offsets[:-1][~present], self.offsets[1:][~present]
+        new_keys = np.array([k for k in keys_changed.tolist() if changed[k] is not None],
+                            np.int64)
+        keys = np.union1d(kept_keys, new_keys)
+        # Each block of the result comes either from the old concatenation or from changed.
+        from_old = np.isin(keys, kept_keys, assume_unique=True)
+        lengths = np.empty(keys.size, np.int64)
+        lengths[from_old] = kept_ends - kept_starts
+        new_parts = [changed[k] for k in new_keys.tolist()]
+        lengths[~from_old] = [p[0].shape[0] for p in new_parts]
+        offsets = np.zeros(keys.size + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # Kept blocks are copied in runs: consecutive in the result and in the old arrays.
+        out = tuple(np.empty((int(offsets[-1]),) + t.shape[1:], t.dtype)
+                    for t in self.templates)
+        at = np.flatnonzero(from_old)
+        if at.size:
+            breaks = np.flatnonzero((np.diff(at) != 1) | (kept_starts[1:] != kept_ends[:-1])) + 1
+            for lo, hi in zip(np.r_[0, breaks].tolist(), np.r_[breaks, at.size].tolist()):
+                dst_lo, dst_hi = offsets[at[lo]], offsets[at[hi - 1] + 1]
+                for dst, src in zip(out, self.arrays):
+                    dst[dst_lo:dst_hi] = src[kept_starts[lo]:kept_ends[hi - 1]]
+        for k, part in zip(np.flatnonzero(~from_old).tolist(), new_parts):
+            for dst, src in zip(out, part):
+                dst[offsets[k]:offsets[k + 1]] = src
+        self.keys, self.offsets, self.arrays = keys, offsets, out
