@@ -96,8 +96,10 @@ def test_bench_scaling_table():
     assert [r[1] for r in rows] == ["full", "incremental (p50)"] * 2
     sizes = [int(r[0]) for r in rows[::2]]
     assert abs(sizes[0] - 4000) < 400 and abs(sizes[1] - 8000) < 800
-    full_voxels, inc_voxels = int(rows[2][-1]), int(rows[3][-1])
+    full_voxels, inc_voxels = int(rows[2][-3]), int(rows[3][-3])
     assert 0 < inc_voxels < full_voxels
+    same_class = float(rows[3][-2].rstrip("%"))
+    assert 50.0 < same_class <= 100.0 and rows[3][-1].endswith("%")
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "mismatch", "no_gt_oracle", "bad_model"])

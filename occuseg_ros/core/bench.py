@@ -161,8 +161,11 @@ def run_scaling_benchmark(model: Path | None = None, device: str = "auto",
     """Latency of one map update against map size: a full recompute, and an incremental
     update that brings in a new ``PATCH_M`` square column of a room (its points were absent,
     as when the camera first sees a corner), per stage; medians of the full runs, p50 and p95
-    over ``patches`` increments. Returns the Markdown table."""
-    from .segmenter import Segmenter
+    over ``patches`` increments. The first increment's result is compared with a full
+    recompute of the same map (:func:`occuseg_ros.core.segmenter.compare_maps`: share of
+    points of the same class, share of the full recompute's instances matched at IoU 0.5).
+    Returns the Markdown table."""
+    from .segmenter import Segmenter, compare_maps
     from .surface_map import SurfaceMap, grid_keys
 
     torch_device = resolve_device(device)
@@ -199,13 +202,16 @@ def run_scaling_benchmark(model: Path | None = None, device: str = "auto",
             blocks = np.isin(grid_keys(xyz, m.block_size_m),
                              grid_keys(xyz[patch], m.block_size_m))
             m.replace_blocks(xyz[blocks], rgb[blocks])
-            inc_runs.append(segmenter.update(m.take_changes(), *m.points()).timings_s)
+            seg = segmenter.update(m.take_changes(), *m.points())
+            inc_runs.append(seg.timings_s)
             num_voxels = segmenter.engine.num_voxels
             network_voxels = segmenter.engine.last_update.network_voxels
+            if len(inc_runs) == 1:  # how far the first increment is from a full recompute
+                agreement = compare_maps(seg, Segmenter(network, config).segment(*m.points()))
         inc50 = {k: float(np.percentile([r.get(k, 0.0) for r in inc_runs], 50))
                  for k in UPDATE_STAGES}
         inc95 = float(np.percentile([r["total"] for r in inc_runs], 95))
-        rows.append((num_voxels, full, inc50, inc95, network_voxels))
+        rows.append((num_voxels, full, inc50, inc95, network_voxels, agreement))
     lines = [
         f"occuseg bench --scaling, {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
         f"machine: {machine_description(torch_device)}",
@@ -215,13 +221,14 @@ def run_scaling_benchmark(model: Path | None = None, device: str = "auto",
         f"{incremental.context_margin_m} m",
         "",
         "| voxels | update | " + " | ".join(f"{s} ms" for s in UPDATE_STAGES)
-        + " | p95 ms | network voxels |",
-        "|---:|---|" + "---:|" * (len(UPDATE_STAGES) + 2),
+        + " | p95 ms | network voxels | same class | instances matched |",
+        "|---:|---|" + "---:|" * (len(UPDATE_STAGES) + 4),
     ]
-    for num_voxels, full, inc50, inc95, network_voxels in rows:
+    for num_voxels, full, inc50, inc95, network_voxels, agreement in rows:
         lines.append(f"| {num_voxels} | full | " + " | ".join(
-            f"{full[s] * 1000:.0f}" for s in UPDATE_STAGES) + f" | | {num_voxels} |")
+            f"{full[s] * 1000:.0f}" for s in UPDATE_STAGES) + f" | | {num_voxels} | | |")
         lines.append(f"| {num_voxels} | incremental (p50) | " + " | ".join(
             f"{inc50[s] * 1000:.0f}" for s in UPDATE_STAGES)
-            + f" | {inc95 * 1000:.0f} | {network_voxels} |")
+            + f" | {inc95 * 1000:.0f} | {network_voxels} | {agreement.semantic:.1%} | "
+            f"{agreement.instances_matched:.0%} |")
     return "\n".join(lines)
