@@ -177,8 +177,9 @@ def test_occuseg_live_writes_the_map_picture_and_scores(tmp_path, model_path):
             (rss[-1] / memory["rss_warmup_mib"] - 1.0) * 100.0, abs=0.01)
     # Drops: counted, and they add up with what was integrated.
     dropped = scores["dropped"]
-    assert set(dropped) == {"frames_not_received", "frames_dropped",
+    assert set(dropped) == {"frames_not_received", "frames_dropped", "map_updates_coalesced",
                             "reconstructor_rejected", "segmentation_rejected"}
+    assert 0 <= dropped["map_updates_coalesced"]
     assert dropped["reconstructor_rejected"] == {} and dropped["segmentation_rejected"] == {}
     assert (scores["frames_integrated"] + dropped["frames_dropped"]
             + dropped["frames_not_received"]) <= scores["frames_rendered"]

@@ -134,8 +134,9 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
     at the end of warm-up, at the end and the largest, and the growth after warm-up in per
     cent; under ``dropped`` the camera frames the reconstructor never accepted
     (``frames_not_received``: lost by the best-effort sensor-data QoS, or rejected), the
-    frames superseded by a newer one before integration (``frames_dropped``: latest wins)
-    and every node's rejected inputs by reason (counted at the very end); under ``rates``
+    frames superseded by a newer one before integration (``frames_dropped``: latest wins),
+    the map updates segmented together with a later one (``map_updates_coalesced``) and
+    every node's rejected inputs by reason (counted at the very end); under ``rates``
     frames rendered and integrated and segmentations per second over ``duration_s``.
 
     Args:
@@ -240,6 +241,7 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
             "frames_not_received": max(0, camera.frames_published
                                        - counts.get("depth_messages", 0)),
             "frames_dropped": counts.get("frames_dropped", 0),
+            "map_updates_coalesced": segmenter.map_updates_coalesced,
             "reconstructor_rejected": reconstructor.rejected,
             "segmentation_rejected": segmenter.rejected}
         summary = {

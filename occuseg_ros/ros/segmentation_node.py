@@ -94,7 +94,9 @@ NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
     "surface_mesh_type": ("marker_array", "marker_array | marker: message type on surface_mesh"),
     "map_frame": ("", "frame of every input; empty: the first input's frame"),
     "max_points": (5_000_000, "most points in the map and in one message"),
-    "input_qos": ("sensor_data", "sensor_data (best effort) | reliable: input subscriptions"),
+    "input_qos": ("reliable", "reliable (the last 50 messages; a lost map increment would leave "
+                              "its blocks stale) | sensor_data (best effort): input "
+                              "subscriptions"),
     "instance_min_overlap": (0.5, "voxel overlap that keeps an instance's id between updates"),
     "output_dir": ("occuseg_maps", "directory ~/save_map writes to"),
     "diagnostics_period_s": (1.0, "seconds between /diagnostics messages"),
@@ -177,7 +179,7 @@ class SegmentationNode(Node):
             self._writer = SnapshotWriter(p["map_dir"], self._snapshot_failed)
 
         input_qos = (qos_profile_sensor_data if p["input_qos"] == "sensor_data" else
-                     QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+                     QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL,
                              history=HistoryPolicy.KEEP_LAST)
@@ -230,6 +232,11 @@ class SegmentationNode(Node):
         """Input messages dropped so far, by ``<topic>_<reason>``."""
         with self._lock:
             return dict(self._rejected)
+
+    @property
+    def map_updates_coalesced(self) -> int:
+        """Map updates segmented together with a later one (latest wins, nothing queued)."""
+        return self._counts["map_updates_coalesced"]
 
     @property
     def segmentations(self) -> int:
@@ -397,6 +404,11 @@ class SegmentationNode(Node):
         with self._lock:
             if generation != self._generation:  # reset while segmenting: stale
                 return
+        # Map updates that arrived while the last segmentation ran are segmented together:
+        # the map merged them (bounded), nothing queued. Counted for /diagnostics.
+        if self._segmented_version >= 0:
+            self._counts["map_updates_coalesced"] += max(version - self._segmented_version - 1,
+                                                         0)
         self._segmented_version = version
         mark = time.perf_counter()
         self._last = seg
