@@ -60,9 +60,14 @@ def test_sampler_sees_a_process_grow_by_a_known_amount(tmp_path):
     assert summary["rss_max_mib"] >= summary["rss_end_mib"]
     assert summary["growth_after_warmup_pct"] > 100 * GROWTH_MIB / summary["rss_warmup_mib"] - 10
     assert summary["samples"] == len(samples) and summary["period_s"] == 0.05
+    # The steadier figures see the same growth: the first fifth after warm-up is before it,
+    # the last fifth after it.
+    assert summary["median_growth_after_warmup_pct"] > 100 * GROWTH_MIB / before[2] - 10
+    assert summary["slope_after_warmup_mib_per_h"] > 0
     # Warm-up after the last sample, or none at all: no growth figure.
     for late in (times[-1] + 1.0, None):
         assert sampler.summary(late)["growth_after_warmup_pct"] is None
+        assert sampler.summary(late)["slope_after_warmup_mib_per_h"] is None
 
     rows = list(csv.reader(sampler.write_csv(tmp_path / "memory.csv").open()))
     assert rows[0] == ["elapsed_s", "rss_mib"] and len(rows) == len(samples) + 1

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 _MIB = 1024.0 * 1024.0
 
 
@@ -124,7 +126,13 @@ class MemorySampler:
         """RSS figures in MiB: at the start, at the end of warm-up (the first sample at or
         after ``warmup_end_s`` seconds; None: warm-up never ended), at the end (the last
         sample) and the largest, and the growth from the end of warm-up to the end in per
-        cent (None without a warm-up sample before the last one)."""
+        cent (None without a warm-up sample before the last one).
+
+        Single samples swing by a few per cent with the work in flight (a segmentation's
+        temporaries), so two steadier figures come with them: the growth between the
+        medians of the first and the last fifth of the samples after warm-up, and the slope
+        of a least-squares line through those samples, in MiB per hour (None with fewer than
+        ten samples after warm-up)."""
         samples = self.samples
         if not samples:
             raise RuntimeError("no samples: start the sampler first")
@@ -132,6 +140,15 @@ class MemorySampler:
         if warmup_end_s is not None:
             warm = next((s for s in samples[:-1] if s.elapsed_s >= warmup_end_s), None)
         end = samples[-1]
+        after = [s for s in samples if warm is not None and s.elapsed_s >= warm.elapsed_s]
+        median_growth = slope = None
+        if len(after) >= 10:
+            fifth = len(after) // 5
+            first = float(np.median([s.rss_mib for s in after[:fifth]]))
+            last = float(np.median([s.rss_mib for s in after[-fifth:]]))
+            median_growth = round((last - first) / first * 100.0, 2)
+            t = np.array([s.elapsed_s for s in after])
+            slope = round(float(np.polyfit(t, [s.rss_mib for s in after], 1)[0]) * 3600.0, 1)
         return {
             "period_s": self.period_s, "samples": len(samples),
             "warmup_end_s": None if warm is None else round(warm.elapsed_s, 3),
@@ -142,4 +159,6 @@ class MemorySampler:
             "end_s": round(end.elapsed_s, 3),
             "growth_after_warmup_pct": None if warm is None else
             round((end.rss_mib - warm.rss_mib) / warm.rss_mib * 100.0, 2),
+            "median_growth_after_warmup_pct": median_growth,
+            "slope_after_warmup_mib_per_h": slope,
         }

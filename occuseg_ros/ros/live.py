@@ -109,6 +109,10 @@ class LiveResult:
         else:
             warm = (f"{m['rss_warmup_mib']:.0f} MiB after warm-up ({m['warmup_end_s']:.0f} s), "
                     f"growth after warm-up {m['growth_after_warmup_pct']:+.1f} %")
+            if m["median_growth_after_warmup_pct"] is not None:
+                warm += (f" (medians of the first and last fifth "
+                         f"{m['median_growth_after_warmup_pct']:+.1f} %, slope "
+                         f"{m['slope_after_warmup_mib_per_h']:+.0f} MiB/h)")
         rejected = (sum(self.dropped["reconstructor_rejected"].values())
                     + sum(self.dropped["segmentation_rejected"].values()))
         return (f"memory: RSS {m['rss_start_mib']:.0f} MiB at start, {warm}, "
