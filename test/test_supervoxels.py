@@ -387,3 +387,12 @@ def test_guide_cuts_flush_identical_units():
     with pytest.raises(ValueError, match="guide arrays"):
         segment_supervoxels(coords, rgb, normals, neighbors,
                             guide=Guide(embedding[:-1], centres, guide.bandwidth))
+
+
+def test_two_thread_edge_order_is_numpys_stable_order():
+    """The Felzenszwalb edge order (two halves sorted on two threads, then merged) equals
+    numpy's stable argsort, ties included (weights rounded to make many)."""
+    from occuseg_ros.core.supervoxels import _stable_order
+
+    weights = np.round(np.random.default_rng(0).random(250_000), 3)
+    np.testing.assert_array_equal(_stable_order(weights), np.argsort(weights, kind="stable"))
