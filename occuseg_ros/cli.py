@@ -71,6 +71,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="map sizes in voxels for --scaling (default: 10k to 1M)")
     p.add_argument("--patches", type=int, default=5,
                    help="timed increments per map size for --scaling (p50, p95)")
+    p.add_argument("--refresh-margin-m", type=float, default=None,
+                   help="--scaling: the incremental refresh margin (default: the node's)")
+    p.add_argument("--context-margin-m", type=float, default=None,
+                   help="--scaling: the incremental context margin (default: the node's)")
     _add_params_file(p)
 
 
@@ -395,10 +399,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .core.bench import SCALING_SIZES, run_benchmark, run_scaling_benchmark
+    from .core.incremental import IncrementalConfig
 
     if args.scaling:
+        defaults = IncrementalConfig()
+        margins = IncrementalConfig(
+            defaults.refresh_margin_m if args.refresh_margin_m is None else
+            args.refresh_margin_m,
+            defaults.context_margin_m if args.context_margin_m is None else
+            args.context_margin_m)
         print(run_scaling_benchmark(args.model, args.device, args.sizes or SCALING_SIZES,
-                                    args.patches, _pipeline_config(args.params_file)))
+                                    args.patches, _pipeline_config(args.params_file), margins))
         return 0
     print(run_benchmark(args.scenes, model=args.model, device=args.device,
                         repeat=args.repeat, include_generated=not args.no_generated,

@@ -191,10 +191,9 @@ def run_scaling_benchmark(model: Path | None = None, device: str = "auto",
                                                                                  300_000 else 2)]
         full = {k: float(np.median([r.get(k, 0.0) for r in full_runs])) for k in UPDATE_STAGES}
         inc_runs = []
-        lo, hi = xyz.min(axis=0), xyz.max(axis=0)
         for _ in range(patches):
-            corner = lo[:2] + rng.uniform(0, 1, 2) * np.maximum(hi[:2] - lo[:2] - PATCH_M, 0)
-            patch = np.all((xyz[:, :2] >= corner) & (xyz[:, :2] < corner + PATCH_M), axis=1)
+            centre = xyz[rng.integers(xyz.shape[0]), :2]  # on the map's surface
+            patch = np.all(np.abs(xyz[:, :2] - centre) < PATCH_M / 2, axis=1)
             m = SurfaceMap(0.16, network.voxel_size_m, 10 ** 8)
             m.replace_all(xyz[~patch], rgb[~patch])
             segmenter = Segmenter(network, config, incremental=incremental)

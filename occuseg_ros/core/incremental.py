@@ -120,9 +120,12 @@ class _Growable:
         self.reserve(1024)
 
     def reserve(self, capacity: int) -> None:
+        """Room for ``capacity`` slots. Growing copies every array, so it leaves half as much
+        again spare (at least doubling): a map that filled its arrays in one update does not
+        pay the copy again on the next few."""
         if capacity <= self.capacity:
             return
-        capacity = max(capacity, 2 * self.capacity)
+        capacity = max(capacity + capacity // 2, 2 * self.capacity)
         for name, (shape, dtype, fill) in self.specs.items():
             grown = np.full((capacity,) + shape, fill, dtype)
             if name in self.arrays:
