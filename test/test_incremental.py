@@ -113,14 +113,14 @@ def test_default_margins_stay_close_to_a_full_recompute(predictor, room, two_thr
     assert network_voxels[4][1] < network_voxels[4][0]
     full_segmenter = Segmenter(predictor, config)
     full = full_segmenter.segment(*m.points())
-    # Outputs beyond the refresh margin stay as they were; with this weak test model that
-    # moves some instance boundaries (BENCHMARKS.md tabulates margins against agreement).
+    # Outputs beyond the refresh margin stay as they were, which moves a few instance
+    # boundaries (BENCHMARKS.md tabulates margins against agreement).
     agreement = compare_maps(seg, full)
-    assert agreement.semantic > 0.98
-    assert agreement.mean_iou > 0.6
+    assert agreement.semantic > 0.99
+    assert agreement.mean_iou > 0.85
     diff = prediction_difference(segmenter.engine, full_segmenter.engine)
     assert diff.voxels == seg.num_voxels
-    assert diff.class_disagreement < 0.02
+    assert diff.class_disagreement < 0.01
     assert 0.0 < diff.max_abs_probability <= 1.0
 
 
