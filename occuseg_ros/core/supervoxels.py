@@ -30,6 +30,12 @@ import numpy as np
 
 from .clustering import pair_affinity
 
+# The neighbour table runs on several threads. OpenMP (libgomp) first: numba tries TBB first
+# by default and warns when the installed TBB is too old; workqueue last, as it cannot serve
+# two calling threads at once. NUMBA_THREADING_LAYER_PRIORITY still decides where it is set.
+if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+
 #: Weight of the predicted-affinity term (see :func:`segment_supervoxels`); 0 gives the
 #: paper's purely geometric super-voxels.
 DEFAULT_AFFINITY_WEIGHT: float = 0.3
