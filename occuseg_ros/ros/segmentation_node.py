@@ -15,7 +15,10 @@ per instance), ``~/detections`` (vision_msgs/Detection3DArray, where vision_msgs
 ``/diagnostics``. Services ``~/save_map``, ``~/reset`` and ``~/load_map`` (std_srvs/Trigger).
 
 Callbacks only validate and store into the map; a timer in its own callback group segments
-at ``segment_rate_hz`` when the map changed, so the executor never waits on inference.
+at ``segment_rate_hz`` when the map changed, so the executor never waits on inference. Each
+tick is incremental (:mod:`occuseg_ros.core.incremental`): only the blocks changed since the
+last tick are recomputed, within ``refresh_margin_m`` (network context
+``context_margin_m``).
 
 Persistence (``map_dir``, see :mod:`occuseg_ros.core.map_store`): every
 ``snapshot_period_s`` when the map changed, and on shutdown, the map, its frame and the
