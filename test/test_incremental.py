@@ -249,3 +249,32 @@ def test_only_what_the_network_sees_counts_as_a_change(predictor, room, two_thre
         update = segmenter.engine.last_update
         assert (update.network_voxels > 0) == refreshed, (tolerance, drift)
         assert (update.changed_voxels > 0) == refreshed
+
+
+def test_clustering_redone_by_component_equals_a_global_clustering(predictor, room,
+                                                                  two_threads):
+    """After every edit the engine re-merges only the affected components of the merge
+    graph; clustering all of its super-voxels from scratch gives the same clusters."""
+    from occuseg_ros.core.clustering import SupervoxelStatistics, cluster_statistics
+
+    xyz, rgb = room
+    m = SurfaceMap(0.16, 0.02, 10 ** 7)
+    segmenter = Segmenter(predictor, _config(predictor))
+    engine = segmenter.engine
+    partial = 0
+    for kind, sel in _edits(xyz, rgb):
+        _apply(m, kind, sel, xyz, rgb)
+        segmenter.update(m.take_changes(), *m.points())
+        # The engine's own super-voxel table (ids in [0, end)): a global clustering of it.
+        table, end = engine._supervoxels, engine._id_end
+        stats = SupervoxelStatistics(*(table[k][:end] for k in (
+            "count", "center", "embedding", "bandwidth", "log_occupancy", "semantic")))
+        edges = np.stack([engine._adjacency >> 32, engine._adjacency & 0xFFFFFFFF], axis=1)
+        reference = cluster_statistics(stats, edges, engine.config.clustering)
+        assert _same_partition(engine._root[:end][reference.supervoxel_cluster >= 0] + 1,
+                               reference.supervoxel_cluster[reference.supervoxel_cluster
+                                                            >= 0] + 1)
+        assert np.array_equal(np.sort(engine.instance_voxels),
+                              np.sort(reference.instance_voxels))
+        partial += engine.last_update.resegmented_voxels < engine.num_voxels
+    assert partial >= 2  # some edits re-cut only part of the map

@@ -541,6 +541,17 @@ def cluster_statistics(stats: SupervoxelStatistics, edges: np.ndarray,
         config: clustering parameters (defaults: the paper's).
     """
     config = ClusteringConfig() if config is None else config
+    active, graph = merge_graph(stats, edges, config)
+    root, count, occ = greedy_roots(stats, graph, config)
+    return clusters_from_roots(active, root, count, occ, stats.semantic, config)
+
+
+def merge_graph(stats: SupervoxelStatistics, edges: np.ndarray,
+                config: ClusteringConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The vertices (``active``: used ids of a clustered class) and the edges (pairs
+    ``lo < hi`` of adjacent active super-voxels of one class) that the greedy merging may
+    take. Merges never leave a connected component of this graph, so each component can be
+    clustered on its own with the same result."""
     s = stats.count.shape[0]
     edges = np.asarray(edges)
     if edges.ndim != 2 or edges.shape[1] != 2:
@@ -550,21 +561,64 @@ def cluster_statistics(stats: SupervoxelStatistics, edges: np.ndarray,
     if edges.size and (edges.min() < 0 or edges.max() >= s):
         raise ValueError(f"edges must index super-voxels in [0, {s})")
     edges = edges.astype(np.int64)
-
     active = (stats.count > 0) & ~np.isin(stats.semantic, config.ignore_label_ids)
     lo = np.minimum(edges[:, 0], edges[:, 1])
     hi = np.maximum(edges[:, 0], edges[:, 1])
     keep = (lo != hi) & active[lo] & active[hi] & (stats.semantic[lo] == stats.semantic[hi])
-    graph = np.stack([lo[keep], hi[keep]], axis=1)
+    return active, np.stack([lo[keep], hi[keep]], axis=1)
 
+
+def greedy_roots(stats: SupervoxelStatistics, graph: np.ndarray,
+                 config: ClusteringConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the greedy merging (eq. 14) on ``graph`` (:func:`merge_graph`).
+
+    Returns:
+        the root (smallest id) of every super-voxel's cluster, and per id the voxel count
+        and mean log occupancy, which at a root are its whole cluster's.
+    """
     count = stats.count.copy()
     occ = stats.log_occupancy.copy()
     root = _greedy_kernel(count, stats.center_m.copy(), stats.embedding.copy(),
                           stats.bandwidth.copy(), occ, graph,
                           float(config.merge_threshold), float(config.r_floor),
                           bool(config.use_occupancy))
+    return root, count, occ
 
-    # Clusters numbered by their smallest super-voxel, which is the root.
+
+@numba.njit(cache=True)
+def _components_kernel(num: int, graph: np.ndarray) -> np.ndarray:
+    parent = np.arange(num)
+    for e in range(graph.shape[0]):
+        a = graph[e, 0]
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        b = graph[e, 1]
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    for v in range(num):
+        parent[v] = parent[parent[v]]  # parents are smaller ids: one pass in order resolves
+    return parent
+
+
+def graph_components(num: int, graph: np.ndarray) -> np.ndarray:
+    """(num,) int64 connected component of every vertex of ``graph`` (E, 2), labelled by its
+    smallest vertex."""
+    graph = np.asarray(graph, np.int64).reshape(-1, 2)
+    if graph.size and (graph.min() < 0 or graph.max() >= num):
+        raise ValueError(f"graph must index vertices in [0, {num})")
+    return _components_kernel(int(num), graph)
+
+
+def clusters_from_roots(active: np.ndarray, root: np.ndarray, count: np.ndarray,
+                        occ: np.ndarray, semantic: np.ndarray,
+                        config: ClusteringConfig) -> SupervoxelClusters:
+    """Clusters (numbered by root) and the instances among them (the r filter and the
+    minimum size) from :func:`greedy_roots`' output."""
+    s = root.shape[0]
     roots = np.flatnonzero(active & (root == np.arange(s)))
     cluster_of_root = np.full(s, -1, np.int64)
     cluster_of_root[roots] = np.arange(roots.size)
@@ -582,6 +636,6 @@ def cluster_statistics(stats: SupervoxelStatistics, edges: np.ndarray,
     return SupervoxelClusters(
         supervoxel_instance=instance_of_cluster[supervoxel_cluster].astype(np.int32),
         supervoxel_cluster=supervoxel_cluster,
-        instance_label=stats.semantic[roots[kept]].astype(np.int32),
+        instance_label=semantic[roots[kept]].astype(np.int32),
         instance_voxels=size[kept].astype(np.int64),
         instance_ratio=ratio[kept].astype(np.float32))

@@ -41,7 +41,8 @@ from typing import Mapping
 
 import numpy as np
 
-from .clustering import (SupervoxelStatistics, _statistics_kernel, cluster_statistics)
+from .clustering import (SupervoxelClusters, SupervoxelStatistics, _statistics_kernel,
+                         clusters_from_roots, graph_components, greedy_roots, merge_graph)
 from .pipeline import PipelineConfig, Predictor
 from .predictions import VoxelPredictions
 from .supervoxels import (Guide, estimate_normals,
@@ -202,6 +203,14 @@ class IncrementalSegmenter:
         self._free_ids: list[int] = []
         self._id_end = 0
         self._adjacency = np.zeros(0, np.int64)  # sorted keys a << 32 | b, a < b
+        # The last clustering, per super-voxel id: the root of its cluster, and at roots the
+        # cluster's voxel count and mean log occupancy (None: cluster everything next time).
+        self._root: np.ndarray | None = None
+        self._root_count = np.zeros(0, np.int64)
+        self._root_occ = np.zeros(0, np.float64)
+        self._cluster_seeds: list[np.ndarray] = []
+        self._dirty_roots: list[np.ndarray] = []
+        self._fresh_ids = np.zeros(0, np.int64)
         self._next_instance_id = 1
         self._clear_segmentation()
         #: What the last :meth:`update` did.
@@ -273,7 +282,7 @@ class IncrementalSegmenter:
         timings["supervoxels"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
-        clusters, stats = self._cluster()
+        clusters, stats = self._cluster(full)
         timings["clustering"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
@@ -463,7 +472,12 @@ class IncrementalSegmenter:
         dead = np.zeros(self._id_end, bool)
         dead[ids] = True
         a, b = self._adjacency >> 32, self._adjacency & 0xFFFFFFFF
-        self._adjacency = self._adjacency[~(dead[a] | dead[b])]
+        gone = dead[a] | dead[b]
+        # The clustering around them is redone: their neighbours and their old clusters.
+        self._cluster_seeds.append(np.concatenate([a[gone], b[gone]]))
+        if self._root is not None:
+            self._dirty_roots.append(self._root[ids[ids < self._root.size]])
+        self._adjacency = self._adjacency[~gone]
 
     def _resegment(self, refresh: np.ndarray, full: bool, labels: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
@@ -532,6 +546,7 @@ class IncrementalSegmenter:
             local_sv = split_by_label(labels, v["semantic"][region])
         n_new = int(local_sv.max()) + 1
         ids = self._allocate_ids(n_new)
+        self._fresh_ids = ids
         v["supervoxel"][region] = ids[local_sv]
         self._supervoxel_statistics(region, local_sv, ids)
 
@@ -595,15 +610,55 @@ class IncrementalSegmenter:
 
     # ------------------------------------------------------------------ 4. clustering
 
-    def _cluster(self):
+    def _cluster(self, full: bool) -> tuple[SupervoxelClusters, SupervoxelStatistics]:
+        """Eqs. (12-14) on every super-voxel, the greedy merging redone only in the
+        components of the merge graph that hold a new super-voxel, a neighbour of a dissolved
+        one, or a member of a cluster that lost one. Merges never cross components, so the
+        others keep their clusters and the result is the global clustering's."""
         sv = self._supervoxels
         s = self._id_end
+        cfg = self.config.clustering
         stats = SupervoxelStatistics(
             count=sv["count"][:s], center_m=sv["center"][:s], embedding=sv["embedding"][:s],
             bandwidth=sv["bandwidth"][:s], log_occupancy=sv["log_occupancy"][:s],
             semantic=sv["semantic"][:s])
         edges = np.stack([self._adjacency >> 32, self._adjacency & 0xFFFFFFFF], axis=1)
-        return cluster_statistics(stats, edges, self.config.clustering), stats
+        active, graph = merge_graph(stats, edges, cfg)
+        seeds, self._cluster_seeds = self._cluster_seeds, []
+        dirty_roots, self._dirty_roots = self._dirty_roots, []
+        if full or self._root is None:
+            root, count, occ = greedy_roots(stats, graph, cfg)
+        else:
+            old = self._root.size
+            root = np.concatenate([self._root, np.arange(old, s)])[:s]
+            count = np.concatenate([self._root_count, stats.count[old:]])[:s]
+            occ = np.concatenate([self._root_occ, stats.log_occupancy[old:]])[:s]
+            seed = np.zeros(s, bool)
+            seed[self._fresh_ids] = True
+            for part in seeds:
+                seed[part[part < s]] = True
+            if dirty_roots:
+                lost = np.zeros(s, bool)
+                lost[np.concatenate(dirty_roots)] = True
+                seed |= lost[root]
+            component = graph_components(s, graph)
+            hit = np.zeros(s, bool)
+            hit[component[seed]] = True
+            local = np.flatnonzero(hit[component])  # ascending ids: the same tie-breaking
+            if local.size:
+                sub = SupervoxelStatistics(
+                    count=stats.count[local], center_m=stats.center_m[local],
+                    embedding=stats.embedding[local], bandwidth=stats.bandwidth[local],
+                    log_occupancy=stats.log_occupancy[local], semantic=stats.semantic[local])
+                inside = hit[component[graph[:, 0]]]
+                sub_graph = np.searchsorted(local, graph[inside])
+                sub_root, sub_count, sub_occ = greedy_roots(sub, sub_graph, cfg)
+                root[local] = local[sub_root]
+                count[local] = sub_count
+                occ[local] = sub_occ
+        self._root, self._root_count, self._root_occ = root, count, occ
+        self._fresh_ids = np.zeros(0, np.int64)
+        return clusters_from_roots(active, root, count, occ, stats.semantic, cfg), stats
 
     # ------------------------------------------------------------------ 5. ids
 
@@ -790,6 +845,8 @@ class IncrementalSegmenter:
         if self._supervoxels is not None and self._id_end:
             self._dissolve(np.flatnonzero(self._supervoxels["alive"][:self._id_end]))
         self._orphaned = []
+        self._root = None  # the next clustering starts from scratch
+        self._cluster_seeds, self._dirty_roots = [], []
         self._set_instances(np.zeros(0, np.uint32), np.zeros(0, np.int32),
                             np.zeros(0, np.float32), np.zeros(0, np.int64),
                             np.zeros(0, np.float32), np.zeros((0, 3)), np.zeros((0, 3)),
