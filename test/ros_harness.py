@@ -23,12 +23,20 @@ class Spinner:
         self.executor = MultiThreadedExecutor(num_threads=threads)
         for node in self.nodes:
             self.executor.add_node(node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
 
+    def _spin(self) -> None:
+        while not self._stop.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
+
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=5.0)
+        # Stop spinning first, then shut the executor down: shutting it down under a
+        # spinning thread races with a callback that wakes the executor's destroyed guard.
+        self._stop.set()
         self.thread.join(timeout=10.0)
+        self.executor.shutdown(timeout_sec=5.0)
         for node in self.nodes:
             node.destroy_node()
 
