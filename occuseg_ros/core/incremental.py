@@ -22,9 +22,9 @@ change and keeps the rest:
    instead.
 4. Clustering (eqs. 12-14) runs on every super-voxel, from statistics cached per super-voxel:
    its cost grows with the number of super-voxels, not of voxels.
-5. Persistent instance ids (:mod:`occuseg_ros.core.tracking`'s rule: greedy, one to one, by
-   voxel overlap of at least ``min_overlap`` of the smaller instance), with the overlap
-   counted per kept super-voxel and per voxel only in the re-cut region.
+5. Persistent instance ids (:func:`occuseg_ros.core.tracking.match_ids`: greedy, one to
+   one, by voxel overlap of at least ``min_overlap`` of the smaller instance), with the
+   overlap counted per kept super-voxel and per voxel only in the re-cut region.
 
 With ``full=True`` (or on the first update) everything is dirty and the result is exactly
 :func:`occuseg_ros.core.pipeline.segment_points` on the same voxels.
@@ -48,6 +48,7 @@ from .predictions import VoxelPredictions
 from .supervoxels import (Guide, estimate_normals,
                           segment_supervoxels, split_by_label, voxel_knn)
 from .surface_map import BlockConcatenation, cells_from_keys, grid_keys, keys_from_cells
+from .tracking import match_ids
 from .voxels import VoxelGrid, colour_from_sums
 
 #: Half the packable range of cells per axis (see :func:`grid_keys`).
@@ -179,7 +180,7 @@ class IncrementalSegmenter:
         """Forget the map, every cache and every instance id."""
         knn = self.config.supervoxels.knn
         self._voxels = _Growable({
-            "alive": ((), bool, False), "key": ((), np.int64, 0), "coords": ((3,), np.int32, 0),
+            "key": ((), np.int64, 0), "coords": ((3,), np.int32, 0),
             "count": ((), np.int64, 0), "rgb_sum": ((3,), np.int64, 0),
             "semantic": ((), np.int32, 0), "neighbors": ((knn,), np.int32, -1),
             "normal": ((3,), np.float32, 0), "supervoxel": ((), np.int32, -1),
@@ -356,7 +357,6 @@ class IncrementalSegmenter:
         if new.any():
             slots[new] = self._allocate_slots(int(new.sum()))
             s = slots[new]
-            v["alive"][s] = True
             v["key"][s] = keys[new]
             v["coords"][s] = cells_from_keys(keys[new])
             v["count"][s] = 0
@@ -384,7 +384,6 @@ class IncrementalSegmenter:
         changed[np.flatnonzero(live)[moved]] = True
         if dead.any():
             gone = slots[dead]
-            v["alive"][gone] = False
             old_sv = v["supervoxel"][gone]
             # Their super-voxels are re-cut with the next region (see _resegment).
             self._orphaned.append(old_sv[old_sv >= 0])
@@ -531,10 +530,12 @@ class IncrementalSegmenter:
 
         # Felzenszwalb on the edges among the region's voxels (the full kernel's edge list
         # restricted to them, in the same order).
-        position = np.full(v.capacity, -1, np.int64)
-        position[region] = np.arange(region.size)
+        # (The region is in key order, so a neighbour's row in it is found by its key.)
+        region_keys = v["key"][region]
         nb = v["neighbors"][region]
-        local_nb = np.where(nb >= 0, position[np.maximum(nb, 0)], -1).astype(np.int32)
+        nb_keys = v["key"][np.maximum(nb, 0)]
+        row = np.minimum(np.searchsorted(region_keys, nb_keys), region.size - 1)
+        local_nb = np.where((nb >= 0) & (region_keys[row] == nb_keys), row, -1).astype(np.int32)
         if labels is None:
             colour = colour_from_sums(v["rgb_sum"][region], v["count"][region])
             guide = Guide(v["embedding"][region], v["center"][region], v["bandwidth"][region])
@@ -657,22 +658,21 @@ class IncrementalSegmenter:
                 count[local] = sub_count
                 occ[local] = sub_occ
         self._root, self._root_count, self._root_occ = root, count, occ
-        self._fresh_ids = np.zeros(0, np.int64)
         return clusters_from_roots(active, root, count, occ, stats.semantic, cfg), stats
 
     # ------------------------------------------------------------------ 5. ids
 
     def _assign_ids(self, clusters, stats: SupervoxelStatistics,
                     resegmented: tuple[np.ndarray, np.ndarray]) -> None:
-        """Persistent ids (the tracker's rule), instance scores, centroids and boxes."""
+        """Persistent ids (:func:`match_ids`), instance scores, centroids and boxes."""
         sv = self._supervoxels
         s = self._id_end
         inst = clusters.supervoxel_instance.astype(np.int64)
         n_inst = clusters.instance_label.shape[0]
         region, region_prev = resegmented
         new_ids = np.zeros(s, bool)
-        if region.size:
-            new_ids[np.unique(self._voxels["supervoxel"][region])] = True
+        new_ids[self._fresh_ids] = True  # the re-cut region's super-voxels
+        self._fresh_ids = np.zeros(0, np.int64)
         kept = sv["alive"][:s] & ~new_ids
         prev_sv = sv["instance_id"][:s].astype(np.int64)
         # Overlap (instance now, id before): kept super-voxels count whole, re-cut voxels
@@ -682,31 +682,9 @@ class IncrementalSegmenter:
         now = np.concatenate([inst[kept], region_inst])
         before = np.concatenate([prev_sv[kept], region_prev.astype(np.int64)])
         weight = np.concatenate([stats.count[kept], np.ones(region.size, np.int64)])
-        # Previous instances' sizes over their voxels still in the map.
-        totals: dict[int, int] = {}
-        overlap: dict[tuple[int, int], int] = {}
-        if (before > 0).any():
-            base = int(before.max()) + 1
-            ids_before, inv = np.unique(before, return_inverse=True)
-            totals = dict(zip(ids_before.tolist(),
-                              np.bincount(inv, weight, ids_before.size).astype(np.int64).tolist()))
-            pairs = (now >= 0) & (before > 0)
-            key, inv = np.unique(now[pairs] * base + before[pairs], return_inverse=True)
-            sums = np.bincount(inv, weight[pairs], key.size).astype(np.int64)
-            overlap = {(int(k // base), int(k % base)): int(c) for k, c in zip(key, sums)}
         new_size = clusters.instance_voxels
-        ids = np.zeros(n_inst, np.uint32)
-        taken: set[int] = set()
-        for (a, b), count in sorted(overlap.items(), key=lambda kv: (-kv[1], kv[0])):
-            if ids[a] or b in taken:
-                continue
-            if count >= self.min_overlap * min(int(new_size[a]), totals[b]):
-                ids[a] = b
-                taken.add(b)
-        for a in range(n_inst):
-            if not ids[a]:
-                ids[a] = self._next_instance_id
-                self._next_instance_id += 1
+        ids, self._next_instance_id = match_ids(now, before, weight, new_size,
+                                                self.min_overlap, self._next_instance_id)
         sv["instance_id"][:s] = np.where(inst >= 0, ids[np.maximum(inst, 0)], 0) if n_inst \
             else 0
 

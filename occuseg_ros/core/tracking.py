@@ -69,36 +69,66 @@ class InstanceTracker:
         if inst.size and (inst.max() >= num_instances or inst.min() < -1):
             raise ValueError(f"voxel_instance out of range for {num_instances} instances")
         old = self.state
-        ids = np.zeros(num_instances, np.uint32)
         inside = inst >= 0
         keys_in, inst_in = keys[inside], inst[inside]
-        if old.voxel_keys.size and keys_in.size:
-            # Previous id of every current voxel (0 where it had none or is new).
+        # Previous id of every current voxel (0 where it had none or is new).
+        before = np.zeros(keys.size, np.int64)
+        if old.voxel_keys.size and keys.size:
             pos = np.clip(np.searchsorted(old.voxel_keys, keys), 0, old.voxel_keys.size - 1)
-            prev = np.where(old.voxel_keys[pos] == keys, old.voxel_ids[pos], 0).astype(np.int64)
-            pairs = inside & (prev > 0)
-            overlap: dict[tuple[int, int], int] = {}
-            if pairs.any():
-                pair_keys, counts = np.unique(
-                    np.stack([inst[pairs], prev[pairs]], axis=1), axis=0, return_counts=True)
-                overlap = {(int(a), int(b)): int(c) for (a, b), c in zip(pair_keys, counts)}
-            new_size = np.bincount(inst_in, minlength=num_instances)
-            # Old instance sizes counted over the voxels still in the map (every old id of
-            # an overlap pair has such a voxel: the pair was found on one).
-            still = np.isin(old.voxel_keys, keys)
-            old_size = dict(zip(*np.unique(old.voxel_ids[still], return_counts=True)))
-            taken: set[int] = set()
-            for (a, b), count in sorted(overlap.items(), key=lambda kv: (-kv[1], kv[0])):
-                if ids[a] or b in taken:
-                    continue
-                if count >= self.min_overlap * min(new_size[a], old_size[b]):
-                    ids[a] = b
-                    taken.add(b)
-        next_id = old.next_id
-        for a in range(num_instances):
-            if not ids[a]:
-                ids[a] = next_id
-                next_id += 1
+            before = np.where(old.voxel_keys[pos] == keys, old.voxel_ids[pos], 0).astype(
+                np.int64)
+        ids, next_id = match_ids(inst, before, np.ones(keys.size, np.int64),
+                                 np.bincount(inst_in, minlength=num_instances),
+                                 self.min_overlap, old.next_id)
         order = np.argsort(keys_in)
         self.state = TrackerState(keys_in[order], ids[inst_in[order]], next_id)
         return ids
+
+
+def match_ids(now: np.ndarray, before: np.ndarray, weight: np.ndarray, new_size: np.ndarray,
+              min_overlap: float, next_id: int) -> tuple[np.ndarray, int]:
+    """The matching rule of the module docstring, on weighted entries of the map.
+
+    Each entry stands for ``weight`` voxels that belong to instance ``now`` of this
+    segmentation (-1: none) and had id ``before`` (0: none) last time: one voxel each for
+    :class:`InstanceTracker`, a whole kept super-voxel for
+    :class:`occuseg_ros.core.incremental.IncrementalSegmenter`. Every voxel still in the map
+    must be covered once, since previous instances are measured over them.
+
+    Args:
+        now, before, weight: (n,) int arrays as above.
+        new_size: (I,) voxels of each current instance.
+        min_overlap: share of the smaller instance that must overlap, in (0, 1].
+        next_id: the id the next new instance gets.
+
+    Returns:
+        (I,) uint32 ids, all >= 1 and distinct, and the next id to hand out.
+    """
+    now = np.asarray(now, np.int64)
+    before = np.asarray(before, np.int64)
+    weight = np.asarray(weight, np.int64)
+    num_instances = int(np.asarray(new_size).shape[0])
+    ids = np.zeros(num_instances, np.uint32)
+    seen = before > 0
+    if seen.any():
+        # Previous instances' sizes over their voxels still in the map, and the overlaps.
+        old_ids, inv = np.unique(before[seen], return_inverse=True)
+        old_size = dict(zip(old_ids.tolist(), np.bincount(inv, weight[seen]).astype(
+            np.int64).tolist()))
+        pairs = seen & (now >= 0)
+        base = int(before.max()) + 1
+        key, inv = np.unique(now[pairs] * base + before[pairs], return_inverse=True)
+        sums = np.bincount(inv, weight[pairs], key.size).astype(np.int64)
+        overlap = [((int(k // base), int(k % base)), int(c)) for k, c in zip(key, sums)]
+        taken: set[int] = set()
+        for (a, b), count in sorted(overlap, key=lambda kv: (-kv[1], kv[0])):
+            if ids[a] or b in taken:
+                continue
+            if count >= min_overlap * min(int(new_size[a]), old_size[b]):
+                ids[a] = b
+                taken.add(b)
+    for a in range(num_instances):
+        if not ids[a]:
+            ids[a] = next_id
+            next_id += 1
+    return ids, next_id
