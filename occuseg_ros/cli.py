@@ -165,6 +165,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embedding-dim", type=int, default=d.network["embedding_dim"])
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="checkpoint whose weights start a new run (fine-tuning: fresh optimiser "
+                        "and schedule, the checkpoint's network shape)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
@@ -441,7 +444,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                          train_files=[str(f) for f in args.train_files],
                          val_files=[str(f) for f in args.val_files], val_every=args.val_every,
                          voxel_size_m=args.voxel_size_m, network=network.to_dict(),
-                         loss={**TrainConfig().loss, **dict(args.loss)}, seed=args.seed)
+                         loss={**TrainConfig().loss, **dict(args.loss)}, seed=args.seed,
+                         init_from=None if args.init_from is None else str(args.init_from))
     best = train(config, resolve_device(args.device), resume=args.resume)
     print(f"best checkpoint: {best}")
     return 0

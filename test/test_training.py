@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from occuseg_ros.core.checkpoint import load_checkpoint
+from occuseg_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from occuseg_ros.core.labels import SCANNET20_IDS
 from occuseg_ros.core.losses import IGNORE_INDEX, LossConfig
 from occuseg_ros.core.model import NetworkConfig, OccuSegNet
@@ -72,6 +72,24 @@ def test_train_writes_resumable_checkpoints(tmp_path):
     assert any("resumed" in m for m in messages)
     _, meta = load_checkpoint(tmp_path / "last.pt", torch.device("cpu"))
     assert meta["step"] == 3
+
+
+def test_init_from_takes_the_checkpoint_weights_and_shape(tmp_path):
+    source = tmp_path / "source.pt"
+    model = OccuSegNet(NetworkConfig.from_dict(TINY))
+    save_checkpoint(source, model, np.array(SCANNET20_IDS), 0.05)
+    config = TrainConfig(out_dir=str(tmp_path / "tuned"), steps=1, batch_size=1, crop_m=1.5,
+                         lr=1e-12, train_seeds=(0, 1), val_seeds=(500, 501), val_every=1,
+                         voxel_size_m=0.02, init_from=str(source))
+    messages = []
+    train(config, torch.device("cpu"), log=messages.append)
+    assert any("starting from the weights" in m for m in messages)
+    assert any("0.05 m voxels" in m for m in messages)  # the voxel size mismatch is reported
+    tuned, meta = load_checkpoint(tmp_path / "tuned" / "last.pt", torch.device("cpu"))
+    assert meta["network"] == model.config.to_dict()  # the checkpoint's shape, not the default
+    tuned_weights = dict(tuned.named_parameters())
+    for name, weight in model.named_parameters():  # lr 1e-12: one step leaves the weights
+        assert torch.allclose(tuned_weights[name], weight, atol=1e-6), name
 
 
 def test_overlapping_validation_seeds_are_refused():

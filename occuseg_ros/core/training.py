@@ -56,6 +56,9 @@ class TrainConfig:
             distance between means 1.15 after 200 steps, against 2.41 at 0.001; margin
             2 delta_d = 3).
         seed: seed of sampling, augmentation and initialisation.
+        init_from: a checkpoint whose weights start the run (fine-tuning, e.g. the shipped
+            model on ScanNet scans): a fresh optimiser and schedule, and the checkpoint's
+            network shape in place of ``network``. ``resume`` continues a run instead.
     """
 
     out_dir: str = "training_out"
@@ -72,6 +75,7 @@ class TrainConfig:
     network: dict = field(default_factory=lambda: NetworkConfig().to_dict())
     loss: dict = field(default_factory=lambda: {"regularisation_weight": 0.001})
     seed: int = 0
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.val_every < 1:
@@ -267,6 +271,15 @@ def train(config: TrainConfig, device: torch.device, resume: Path | None = None,
         raise ValueError(f"the network has {net_config.num_classes} classes, "
                          f"the label set {len(label_ids)}")
     model = OccuSegNet(net_config).to(device)
+    if config.init_from is not None and resume is None:
+        model, meta = load_checkpoint(config.init_from, device)
+        if list(meta["label_ids"]) != label_ids:
+            raise ValueError(f"{config.init_from}: its label ids are not the training set's")
+        if not math.isclose(float(meta["voxel_size_m"]), config.voxel_size_m):
+            log(f"warning: {config.init_from} was trained at {meta['voxel_size_m']} m voxels, "
+                f"this run uses {config.voxel_size_m} m")
+        config.network = model.config.to_dict()
+        log(f"starting from the weights of {config.init_from}")
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     start_step, best_ap50 = 0, -1.0
     if resume is not None:
