@@ -98,6 +98,27 @@ def test_updates_with_unbounded_margins_equal_a_full_recompute(predictor, room, 
     assert _same_partition(seg.instance, full.instance)
 
 
+def test_box_queries_and_the_minimum_corner_follow_the_map(predictor, room, two_threads):
+    """The engine's O(box) voxel search and its running minimum corner, against plain numpy
+    over every live voxel, through growth, repainting and removal."""
+    xyz, rgb = room
+    m = SurfaceMap(0.16, 0.02, 10 ** 7)
+    segmenter = Segmenter(predictor, _config(predictor))
+    engine = segmenter.engine
+    rng = np.random.default_rng(0)
+    for kind, sel in _edits(xyz, rgb):
+        _apply(m, kind, sel, xyz, rgb)
+        segmenter.update(m.take_changes(), *m.points())
+        live = engine._index_slots.astype(np.int64)  # key order
+        cells = engine._voxels["coords"][live]
+        np.testing.assert_array_equal(engine._extent.minimum(), cells.min(axis=0))
+        for _ in range(20):
+            lo = rng.integers(cells.min(axis=0) - 5, cells.max(axis=0) + 5)
+            hi = lo + rng.integers(-2, 40, 3)
+            inside = np.all((cells >= lo) & (cells <= hi), axis=1)
+            np.testing.assert_array_equal(engine._box_slots(lo, hi), live[inside])
+
+
 def test_default_margins_stay_close_to_a_full_recompute(predictor, room, two_threads):
     xyz, rgb = room
     config = _config(predictor)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from occuseg_ros.core.surface_map import SurfaceMap, cells_from_keys, grid_keys
+from occuseg_ros.core.surface_map import SurfaceMap, cells_from_keys, grid_keys, insert_sorted
 from occuseg_ros.core.tracking import InstanceTracker
 
 
@@ -160,6 +160,17 @@ def test_map_segmentation_scores_its_persistent_ids():
     got = seg.evaluate(semantic, truth)
     assert (got.ap, got.ap50, got.ap25) == (expected.ap, expected.ap50, expected.ap25)
     assert got.ap50 == pytest.approx(1.0)
+
+
+def test_insert_sorted_is_numpys_union():
+    rng = np.random.default_rng(1)
+    keys = np.zeros(0, np.int64)
+    for _ in range(200):
+        new = rng.integers(-50, 50, int(rng.integers(0, 6))).astype(np.int64)  # repeats too
+        reference = np.union1d(keys, new)
+        keys = insert_sorted(keys, new)
+        assert keys.dtype == np.int64
+        np.testing.assert_array_equal(keys, reference)
 
 
 def test_block_concatenation_splices_like_a_full_concatenation():

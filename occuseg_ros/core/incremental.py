@@ -47,7 +47,8 @@ from .pipeline import PipelineConfig, Predictor
 from .predictions import VoxelPredictions
 from .supervoxels import (Guide, estimate_normals,
                           segment_supervoxels, split_by_label, voxel_knn)
-from .surface_map import BlockConcatenation, cells_from_keys, grid_keys, keys_from_cells
+from .surface_map import (BlockConcatenation, cells_from_keys, grid_keys, insert_sorted,
+                          keys_from_cells)
 from .tracking import match_ids
 from .voxels import VoxelGrid, colour_from_sums
 
@@ -145,6 +146,38 @@ class _Growable:
         return self.arrays[name]
 
 
+class _AxisCounts:
+    """Live voxels per cell coordinate along each axis, so the map's minimum corner costs
+    time in the map's extent (cells along an axis), not in its number of voxels."""
+
+    def __init__(self) -> None:
+        self.origin = np.zeros(3, np.int64)
+        self.counts = [np.zeros(0, np.int64) for _ in range(3)]
+
+    def add(self, cells: np.ndarray, delta: int) -> None:
+        """Count ``cells`` (N, 3) in (``delta`` +1) or out (-1)."""
+        if cells.shape[0] == 0:
+            return
+        for axis in range(3):
+            c = cells[:, axis].astype(np.int64)
+            lo, hi = int(c.min()), int(c.max())
+            counts, origin = self.counts[axis], int(self.origin[axis])
+            if counts.size == 0:
+                counts, origin = np.zeros(hi - lo + 1, np.int64), lo
+            elif lo < origin or hi >= origin + counts.size:
+                start, end = min(lo, origin), max(hi + 1, origin + counts.size)
+                grown = np.zeros(end - start, np.int64)
+                grown[origin - start:origin - start + counts.size] = counts
+                counts, origin = grown, start
+            counts += delta * np.bincount(c - origin, minlength=counts.size)
+            self.counts[axis], self.origin[axis] = counts, origin
+
+    def minimum(self) -> np.ndarray:
+        """(3,) int64 smallest occupied cell coordinate per axis (the map must be non-empty)."""
+        return np.array([self.origin[a] + np.flatnonzero(self.counts[a])[0] for a in range(3)],
+                        np.int64)
+
+
 class IncrementalSegmenter:
     """The method of :func:`occuseg_ros.core.pipeline.segment_points`, kept up to date as
     blocks of the map change; see the module docstring.
@@ -193,6 +226,7 @@ class IncrementalSegmenter:
         self._slot_end = 0
         self._index_keys = np.zeros(0, np.int64)  # sorted keys of live voxels
         self._index_slots = np.zeros(0, np.int32)
+        self._extent = _AxisCounts()  # for the map's minimum corner
         self._blocks: dict[int, BlockContent] = {}  # what the voxel sums hold
         # Voxel slot of every point, blocks in key order (a voxel keeps its slot while it
         # lives, so unchanged blocks' entries stay valid).
@@ -260,7 +294,7 @@ class IncrementalSegmenter:
         # The network's strided levels align to the map's minimum corner, as in training; when
         # that corner moves (mod the coarsest stride), every cached output is of another
         # alignment and the whole map is recomputed.
-        low = self._voxels["coords"][self._index_slots].min(axis=0).astype(np.int64)
+        low = self._extent.minimum()
         if self._anchor is None or np.any((low - self._anchor) % self._step):
             full = True
         self._anchor = low
@@ -376,6 +410,8 @@ class IncrementalSegmenter:
         at = np.searchsorted(index_keys, keys[born])
         self._index_keys = np.insert(index_keys, at, keys[born])
         self._index_slots = np.insert(index_slots, at, slots[born].astype(np.int32))
+        self._extent.add(v["coords"][slots[born]], 1)
+        self._extent.add(v["coords"][slots[exists & dead]], -1)
         live = ~dead & ~new
         colour = colour_from_sums(v["rgb_sum"][slots[live]], v["count"][slots[live]])
         moved = np.abs(colour - v["seen_colour"][slots[live]]).max(axis=1, initial=0.0) \
@@ -400,18 +436,29 @@ class IncrementalSegmenter:
         return np.concatenate([np.asarray(taken, np.int64), fresh]).astype(np.int64)
 
     def _box_slots(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Slots of the live voxels with cells in [lo, hi] (inclusive), in key order."""
-        lo = np.clip(lo, -_FAR, _FAR - 1)
-        hi = np.clip(hi, -_FAR, _FAR - 1)
-        a = np.searchsorted(self._index_keys, keys_from_cells(
-            np.array([[lo[0], -_FAR, -_FAR]]))[0], side="left")
-        b = np.searchsorted(self._index_keys, keys_from_cells(
-            np.array([[hi[0], _FAR - 1, _FAR - 1]]))[0], side="right")
-        slots = self._index_slots[a:b]
-        c = self._voxels["coords"][slots]
-        inside = ((c[:, 1] >= lo[1]) & (c[:, 1] <= hi[1]) & (c[:, 2] >= lo[2])
-                  & (c[:, 2] <= hi[2]))
-        return slots[inside].astype(np.int64)
+        """Slots of the live voxels with cells in [lo, hi] (inclusive), in key order.
+
+        Keys order cells by x, then y, then z, so for each x the cells with y in [lo, hi]
+        are one run of the index: one search per x, then a filter on z. The cost grows with
+        the box, not the map.
+        """
+        lo = np.clip(np.asarray(lo, np.int64), -_FAR, _FAR - 1)
+        hi = np.clip(np.asarray(hi, np.int64), -_FAR, _FAR - 1)
+        if np.any(hi < lo) or self._index_keys.size == 0:
+            return np.zeros(0, np.int64)
+        xs = np.arange(lo[0], hi[0] + 1)
+        first = keys_from_cells(np.stack([xs, np.full_like(xs, lo[1]), np.full_like(xs, lo[2])],
+                                         axis=1))
+        last = keys_from_cells(np.stack([xs, np.full_like(xs, hi[1]), np.full_like(xs, hi[2])],
+                                        axis=1))
+        a = np.searchsorted(self._index_keys, first, side="left")
+        b = np.searchsorted(self._index_keys, last, side="right")
+        lengths = b - a
+        ends = np.cumsum(lengths)
+        positions = np.arange(int(ends[-1])) + np.repeat(a - (ends - lengths), lengths)
+        slots = self._index_slots[positions]
+        z = self._voxels["coords"][slots, 2]
+        return slots[(z >= lo[2]) & (z <= hi[2])].astype(np.int64)
 
     # ------------------------------------------------------------------ 2. network
 
@@ -509,13 +556,22 @@ class IncrementalSegmenter:
         old_ids = old_ids[old_ids >= 0]
         self._orphaned = []
         if old_ids.size and not full:
+            # Their voxels lie in their cell boxes: search the boxes' hull, not the map.
+            svt = self._supervoxels
             held = np.zeros(self._id_end, bool)
             held[old_ids] = True
-            live = self._index_slots
-            sv_live = v["supervoxel"][live]
-            members = live[(sv_live >= 0) & held[np.maximum(sv_live, 0)]]
-            region = np.union1d(refresh, members)
-            region = region[np.argsort(v["key"][region], kind="stable")]
+            lo, hi = svt["cell_min"][old_ids].min(axis=0), svt["cell_max"][old_ids].max(axis=0)
+            if refresh.size:
+                c = v["coords"][refresh]
+                lo, hi = np.minimum(lo, c.min(axis=0)), np.maximum(hi, c.max(axis=0))
+            near = self._box_slots(lo, hi)
+            sv_near = v["supervoxel"][near]
+            refresh_keys = v["key"][refresh]
+            near_keys = v["key"][near]
+            at = np.minimum(np.searchsorted(refresh_keys, near_keys), max(refresh.size - 1, 0))
+            refreshed = refresh_keys[at] == near_keys if refresh.size else \
+                np.zeros(near.size, bool)
+            region = near[refreshed | ((sv_near >= 0) & held[np.maximum(sv_near, 0)])]
         else:
             region = refresh
         if region.size == 0:
@@ -563,7 +619,7 @@ class IncrementalSegmenter:
         keep = (other >= 0) & (other != a) & (is_new[np.maximum(other, 0)] | is_new[a])
         lo = np.minimum(a[keep], other[keep]).astype(np.int64)
         hi = np.maximum(a[keep], other[keep]).astype(np.int64)
-        self._adjacency = np.union1d(self._adjacency, (lo << 32) | hi)
+        self._adjacency = insert_sorted(self._adjacency, (lo << 32) | hi)
         return region, previous
 
     def _allocate_ids(self, n: int) -> np.ndarray:

@@ -56,6 +56,21 @@ def cells_from_keys(keys: np.ndarray) -> np.ndarray:
                     axis=1) - _OFFSET
 
 
+def insert_sorted(keys: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """The sorted union of sorted unique ``keys`` (K,) and any ``new`` keys (M,).
+
+    Unlike ``np.union1d`` it never sorts ``keys`` again: O(K) copying plus O(M log M), so a
+    large index takes a few new keys cheaply.
+    """
+    new = np.unique(new)
+    if keys.size == 0:
+        return new.astype(keys.dtype)
+    at = np.searchsorted(keys, new)
+    fresh = keys[np.minimum(at, keys.size - 1)] != new
+    fresh |= at == keys.size
+    return np.insert(keys, at[fresh], new[fresh])
+
+
 @dataclass
 class _Block:
     xyz: np.ndarray  # (n, 3) float32
@@ -283,14 +298,22 @@ class BlockConcatenation:
         if not changed:
             return
         keys_changed = np.array(sorted(changed), np.int64)
-        present = np.isin(self.keys, keys_changed, assume_unique=True)
+        # Sorted-key searches only: no pass sorts or hashes every block's key.
+        pos = np.searchsorted(self.keys, keys_changed)
+        hit = pos < self.keys.size
+        hit[hit] = self.keys[pos[hit]] == keys_changed[hit]
+        present = np.zeros(self.keys.size, bool)
+        present[pos[hit]] = True
         kept_keys = self.keys[~present]
         kept_starts, kept_ends = self.offsets[:-1][~present], self.offsets[1:][~present]
         new_keys = np.array([k for k in keys_changed.tolist() if changed[k] is not None],
                             np.int64)
-        keys = np.union1d(kept_keys, new_keys)
-        # Each block of the result comes either from the old concatenation or from changed.
-        from_old = np.isin(keys, kept_keys, assume_unique=True)
+        # The new keys are absent from kept_keys; each lands at its position plus the number
+        # of new keys before it.
+        insert_at = np.searchsorted(kept_keys, new_keys)
+        keys = np.insert(kept_keys, insert_at, new_keys)
+        from_old = np.ones(keys.size, bool)
+        from_old[insert_at + np.arange(new_keys.size)] = False
         lengths = np.empty(keys.size, np.int64)
         lengths[from_old] = kept_ends - kept_starts
         new_parts = [changed[k] for k in new_keys.tolist()]
