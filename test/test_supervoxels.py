@@ -389,10 +389,67 @@ def test_guide_cuts_flush_identical_units():
                             guide=Guide(embedding[:-1], centres, guide.bandwidth))
 
 
-def test_two_thread_edge_order_is_numpys_stable_order():
-    """The Felzenszwalb edge order (two halves sorted on two threads, then merged) equals
-    numpy's stable argsort, ties included (weights rounded to make many)."""
+def test_edge_order_is_numpys_stable_order():
+    """The Felzenszwalb edge order (a radix sort of the weights' bit patterns) equals numpy's
+    stable argsort, ties included (weights rounded to make many)."""
     from occuseg_ros.core.supervoxels import _stable_order
 
     weights = np.round(np.random.default_rng(0).random(250_000), 3)
     np.testing.assert_array_equal(_stable_order(weights), np.argsort(weights, kind="stable"))
+
+
+def test_radix_order_of_integer_keys_is_stable():
+    """The radix argsort (also the cell sort of the neighbour table) on 64-bit keys."""
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 2 ** 63, 5_000, dtype=np.uint64) | np.uint64(2 ** 63)
+    keys[::3] = keys[1::3][:keys[::3].size]
+    np.testing.assert_array_equal(sv_mod._radix_order(keys), np.argsort(keys, kind="stable"))
+    small = rng.integers(0, 4, 5_000).astype(np.uint64)
+    np.testing.assert_array_equal(sv_mod._radix_order(small), np.argsort(small, kind="stable"))
+
+
+def test_edge_order_matches_numpy_with_signs_zeros_and_ties():
+    """The radix edge order equals numpy's stable argsort for negative weights, -0.0 beside
+    +0.0 (equal for numpy) and many ties."""
+    from occuseg_ros.core.supervoxels import _stable_order
+
+    rng = np.random.default_rng(1)
+    weights = np.round(rng.normal(size=20_000), 2)
+    weights[rng.random(weights.size) < 0.1] = -0.0
+    weights[rng.random(weights.size) < 0.1] = 0.0
+    weights[:3] = [np.finfo(np.float64).max, -np.finfo(np.float64).max, 5e-324]
+    np.testing.assert_array_equal(_stable_order(weights), np.argsort(weights, kind="stable"))
+    assert _stable_order(np.zeros(0)).shape == (0,)
+
+
+@pytest.mark.parametrize("seed,k,radius", [(5, 12, 9.0), (6, 5, 8.5)])
+def test_knn_wide_ball_matches_brute_force(seed: int, k: int, radius: float) -> None:
+    """Balls wider than the shell walk's limit scan candidate lists (the other code path)."""
+    assert radius ** 2 > sv_mod._MAX_SHELL_R2
+    coords = random_cloud(seed, m=300, span=40)
+    np.testing.assert_array_equal(voxel_knn(coords, k, radius), knn_reference(coords, k, radius))
+
+
+def test_edge_weights_match_numpy():
+    """Normal, colour and affinity terms of every edge against a numpy evaluation."""
+    rng = np.random.default_rng(2)
+    coords = random_cloud(7, m=300, span=10)
+    m = coords.shape[0]
+    neighbors = voxel_knn(coords, 8, 2)
+    normals = estimate_normals(coords, neighbors)
+    rgb = rng.random((m, 3))
+    emb = rng.normal(size=(m, 4))
+    centres = rng.normal(size=(m, 3))
+    bw = rng.uniform(0.5, 2.0, size=(m, 2))
+    edges = graph_edges(neighbors)
+    i, j = edges[:, 0], edges[:, 1]
+    n64 = normals.astype(np.float64)
+    geometric = (1.0 - np.minimum(1.0, np.abs((n64[i] * n64[j]).sum(axis=1)))
+                 + 0.5 * np.linalg.norm(rgb[i] - rgb[j], axis=1))
+    affinity = np.exp(-((emb[i] - emb[j]) ** 2).sum(axis=1) / (0.5 * (bw[i, 0] + bw[j, 0])) ** 2
+                      - ((centres[i] - centres[j]) ** 2).sum(axis=1)
+                      / (0.5 * (bw[i, 1] + bw[j, 1])) ** 2)
+    ours = sv_mod._edge_weights_kernel(edges, rgb, n64, 0.5, emb, centres, bw, 0.3)
+    np.testing.assert_allclose(ours, geometric + 0.3 * (1.0 - affinity), rtol=1e-12, atol=1e-15)
+    plain = sv_mod._edge_weights_kernel(edges, rgb, n64, 0.5, emb, centres, bw, 0.0)
+    np.testing.assert_allclose(plain, geometric, rtol=1e-12, atol=1e-15)

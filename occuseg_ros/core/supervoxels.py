@@ -22,7 +22,6 @@ the voxel size (the defaults were tuned at 2 cm).
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -30,9 +29,10 @@ import numpy as np
 
 from .clustering import pair_affinity
 
-# The neighbour table runs on several threads. OpenMP (libgomp) first: numba tries TBB first
-# by default and warns when the installed TBB is too old; workqueue last, as it cannot serve
-# two calling threads at once. NUMBA_THREADING_LAYER_PRIORITY still decides where it is set.
+# The neighbour table, normals and edge weights run on several threads. OpenMP (libgomp)
+# first: numba tries TBB first by default and warns when the installed TBB is too old;
+# workqueue last, as it cannot serve two calling threads at once.
+# NUMBA_THREADING_LAYER_PRIORITY still decides where it is set.
 if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
@@ -112,48 +112,151 @@ class Supervoxels:
 # neighbour graph
 # --------------------------------------------------------------------------------------------
 
-@numba.njit(cache=True, parallel=True)
-def _knn_kernel(coords: np.ndarray, k: int, radius: float) -> np.ndarray:
+#: Squared search radius (voxels^2) up to which :func:`voxel_knn` walks the ball shell by shell
+#: on a dense local grid (at most 2,108 offsets); wider balls scan candidate lists instead.
+_MAX_SHELL_R2: int = 64
+
+
+@numba.njit(cache=True)
+def _ball_offsets(r2: int) -> tuple[np.ndarray, np.ndarray]:
+    # Integer offsets d with 0 < |d|^2 <= r2 in ascending |d|^2, as (n, 3) offsets and the
+    # (S + 1,) starts of the shells of equal |d|^2.
+    reach = 0
+    while (reach + 1) * (reach + 1) <= r2:
+        reach += 1
+    side = 2 * reach + 1
+    offs = np.empty((side * side * side, 3), np.int64)
+    d2 = np.empty(side * side * side, np.int64)
+    n = 0
+    for dx in range(-reach, reach + 1):
+        for dy in range(-reach, reach + 1):
+            for dz in range(-reach, reach + 1):
+                q = dx * dx + dy * dy + dz * dz
+                if 0 < q <= r2:
+                    offs[n, 0] = dx
+                    offs[n, 1] = dy
+                    offs[n, 2] = dz
+                    d2[n] = q
+                    n += 1
+    order = np.argsort(d2[:n], kind="mergesort")
+    offs = offs[order]
+    d2 = d2[order]
+    shells = np.empty(n + 1, np.int64)
+    s = 0
+    for t in range(n):
+        if t == 0 or d2[t] != d2[t - 1]:
+            shells[s] = t
+            s += 1
+    shells[s] = n
+    return offs, shells[:s + 1]
+
+
+@numba.njit(cache=True)
+def _radix_order(keys: np.ndarray) -> np.ndarray:
+    # np.argsort(keys, kind="stable") of uint64 keys: an LSD radix sort of (key, index) pairs
+    # by 11-bit digits (each pass is stable); a digit all keys share is skipped.
+    n = keys.shape[0]
+    mask = np.uint64(2047)
+    hist = np.zeros((6, 2048), np.int64)
+    cur = np.empty((n, 2), np.uint64)
+    for t in range(n):
+        x = keys[t]
+        cur[t, 0] = x
+        cur[t, 1] = t
+        for d in range(6):
+            hist[d, (x >> np.uint64(11 * d)) & mask] += 1
+    nxt = np.empty((n, 2), np.uint64)
+    pos = np.empty(2048, np.int64)
+    for d in range(6):
+        if hist[d].max() == n:
+            continue
+        total = 0
+        for b in range(2048):
+            pos[b] = total
+            total += hist[d, b]
+        shift = np.uint64(11 * d)
+        for t in range(n):
+            x = cur[t, 0]
+            b = (x >> shift) & mask
+            p = pos[b]
+            pos[b] = p + 1
+            nxt[p, 0] = x
+            nxt[p, 1] = cur[t, 1]
+        cur, nxt = nxt, cur
+    order = np.empty(n, np.int64)
+    for t in range(n):
+        order[t] = cur[t, 1]
+    return order
+
+
+@numba.njit(cache=True)
+def _knn_cells(coords: np.ndarray, order: np.ndarray, starts: np.ndarray,
+               cell_keys: np.ndarray, lo: np.ndarray, ext: np.ndarray, cell: int, r2: int,
+               offs: np.ndarray, shells: np.ndarray, c0: int, c1: int, out: np.ndarray) -> None:
+    # Rows of ``out`` for the voxels of cells c0..c1-1 (see _knn_kernel).
     m = coords.shape[0]
-    out = np.full((m, k), -1, np.int32)
-    if m == 0:
-        return out
-    # Bucket the voxels into cubic cells of edge ceil(radius): every voxel within ``radius``
-    # of a voxel lies in its own cell or one of the 26 around it.
-    cell = np.int64(np.ceil(radius))
-    lo = np.empty(3, np.int64)
-    ext = np.empty(3, np.int64)
-    for a in range(3):
-        lo[a] = coords[:, a].min()
-        ext[a] = (coords[:, a].max() - lo[a]) // cell + 3
-    cell_key = np.empty(m, np.int64)
-    for i in range(m):
-        cx = (coords[i, 0] - lo[0]) // cell + 1
-        cy = (coords[i, 1] - lo[1]) // cell + 1
-        cz = (coords[i, 2] - lo[2]) // cell + 1
-        cell_key[i] = (cx * ext[1] + cy) * ext[2] + cz
-    order = np.argsort(cell_key, kind="mergesort")
-    sorted_key = cell_key[order]
-    starts = np.empty(m + 1, np.int64)
-    n_cells = 0
-    for t in range(m):
-        if t == 0 or sorted_key[t] != sorted_key[t - 1]:
-            starts[n_cells] = t
-            n_cells += 1
-    starts[n_cells] = m
-    cell_keys = sorted_key[starts[:n_cells]]
-    r2 = np.int64(np.floor(radius * radius + 1e-9))
-    # Cells are independent: each thread gathers a cell's candidates from the 9 columns
-    # (dx, dy) of neighbour cells, three consecutive keys each, found by binary search.
-    for c in numba.prange(n_cells):
-        first = np.empty(9, np.int64)
-        last = np.empty(9, np.int64)
+    k = out.shape[1]
+    shell_walk = r2 <= _MAX_SHELL_R2
+    side = 3 * cell if shell_walk else 1
+    step = np.empty(offs.shape[0], np.int64)
+    for t in range(offs.shape[0]):
+        step[t] = (offs[t, 0] * side + offs[t, 1]) * side + offs[t, 2]
+    grid = np.full(side * side * side, -1, np.int32)
+    shell_idx = np.empty(offs.shape[0] + 1, np.int64)
+    first = np.empty(9, np.int64)
+    last = np.empty(9, np.int64)
+    best_key = np.empty(k, np.int64)
+    best_idx = np.empty(k, np.int64)
+    for c in range(c0, c1):
+        # The 9 columns (dx, dy) of neighbour cells, three consecutive keys each, found by
+        # binary search.
         n_cand = 0
         for col in range(9):
             base = cell_keys[c] + ((col // 3 - 1) * ext[1] + (col % 3 - 1)) * ext[2]
             first[col] = np.searchsorted(cell_keys, base - 1)
             last[col] = np.searchsorted(cell_keys, base + 1, side="right")
             n_cand += starts[last[col]] - starts[first[col]]
+        if shell_walk:
+            # Small balls: the cell's 3x3x3 block of cells painted into a dense local grid of
+            # voxel indices; each voxel walks the ball's shells outwards until it has k.
+            ox = lo[0] + (cell_keys[c] // (ext[1] * ext[2]) - 2) * cell
+            oy = lo[1] + (cell_keys[c] // ext[2] % ext[1] - 2) * cell
+            oz = lo[2] + (cell_keys[c] % ext[2] - 2) * cell
+            for col in range(9):
+                for t in range(starts[first[col]], starts[last[col]]):
+                    j = order[t]
+                    grid[((coords[j, 0] - ox) * side + coords[j, 1] - oy) * side
+                         + coords[j, 2] - oz] = j
+            for t in range(starts[c], starts[c + 1]):
+                i = order[t]
+                here = ((coords[i, 0] - ox) * side + coords[i, 1] - oy) * side + coords[i, 2] - oz
+                found = 0
+                for s in range(shells.shape[0] - 1):
+                    # The shell's voxels (one squared distance), then by ascending index.
+                    n_shell = 0
+                    for u in range(shells[s], shells[s + 1]):
+                        j = grid[here + step[u]]
+                        shell_idx[n_shell] = j
+                        n_shell += j >= 0
+                    for p in range(1, n_shell):
+                        j = shell_idx[p]
+                        q = p
+                        while q > 0 and shell_idx[q - 1] > j:
+                            shell_idx[q] = shell_idx[q - 1]
+                            q -= 1
+                        shell_idx[q] = j
+                    for p in range(min(n_shell, k - found)):
+                        out[i, found] = shell_idx[p]
+                        found += 1
+                    if found == k:
+                        break
+            for col in range(9):
+                for t in range(starts[first[col]], starts[last[col]]):
+                    j = order[t]
+                    grid[((coords[j, 0] - ox) * side + coords[j, 1] - oy) * side
+                         + coords[j, 2] - oz] = -1
+            continue
+        # Wide balls: each voxel scans the block's voxel list, keeping the k best.
         cand = np.empty(n_cand, np.int64)
         cand_xyz = np.empty((n_cand, 3), np.int64)
         u = 0
@@ -165,8 +268,6 @@ def _knn_kernel(coords: np.ndarray, k: int, radius: float) -> np.ndarray:
                 cand_xyz[u, 1] = coords[j, 1]
                 cand_xyz[u, 2] = coords[j, 2]
                 u += 1
-        best_key = np.empty(k, np.int64)
-        best_idx = np.empty(k, np.int64)
         for t in range(starts[c], starts[c + 1]):
             i = order[t]
             xi = coords[i, 0]
@@ -183,7 +284,7 @@ def _knn_kernel(coords: np.ndarray, k: int, radius: float) -> np.ndarray:
                 d2 = ddx * ddx + ddy * ddy + ddz * ddz
                 if d2 > r2:
                     continue
-                # Rank by (squared distance, index): deterministic whatever the visiting order.
+                # Rank by (squared distance, index): deterministic whatever the order.
                 rank = d2 * m + j
                 if found == k and rank >= best_key[k - 1]:
                     continue
@@ -198,6 +299,49 @@ def _knn_kernel(coords: np.ndarray, k: int, radius: float) -> np.ndarray:
                     found += 1
             for p in range(found):
                 out[i, p] = best_idx[p]
+
+
+@numba.njit(cache=True, parallel=True)
+def _knn_kernel(coords: np.ndarray, k: int, radius: float, n_chunks: int) -> np.ndarray:
+    m = coords.shape[0]
+    out = np.full((m, k), -1, np.int32)
+    if m == 0:
+        return out
+    # Bucket the voxels into cubic cells of edge ceil(radius): every voxel within ``radius``
+    # of a voxel lies in its own cell or one of the 26 around it.
+    cell = np.int64(np.ceil(radius))
+    lo = np.empty(3, np.int64)
+    ext = np.empty(3, np.int64)
+    for a in range(3):
+        lo[a] = coords[0, a]
+        hi = coords[0, a]
+        for i in range(m):
+            lo[a] = min(lo[a], coords[i, a])
+            hi = max(hi, coords[i, a])
+        ext[a] = (hi - lo[a]) // cell + 3
+    cell_key = np.empty(m, np.uint64)
+    for i in range(m):
+        cx = (coords[i, 0] - lo[0]) // cell + 1
+        cy = (coords[i, 1] - lo[1]) // cell + 1
+        cz = (coords[i, 2] - lo[2]) // cell + 1
+        cell_key[i] = (cx * ext[1] + cy) * ext[2] + cz
+    order = _radix_order(cell_key)
+    starts = np.empty(m + 1, np.int64)
+    n_cells = 0
+    for t in range(m):
+        if t == 0 or cell_key[order[t]] != cell_key[order[t - 1]]:
+            starts[n_cells] = t
+            n_cells += 1
+    starts[n_cells] = m
+    cell_keys = np.empty(n_cells, np.int64)
+    for c in range(n_cells):
+        cell_keys[c] = cell_key[order[starts[c]]]
+    r2 = np.int64(np.floor(radius * radius + 1e-9))
+    offs, shells = _ball_offsets(r2 if r2 <= _MAX_SHELL_R2 else 0)
+    n_chunks = min(n_cells, n_chunks)
+    for chunk in numba.prange(n_chunks):
+        _knn_cells(coords, order, starts, cell_keys, lo, ext, cell, r2, offs, shells,
+                   chunk * n_cells // n_chunks, (chunk + 1) * n_cells // n_chunks, out)
     return out
 
 
@@ -251,7 +395,7 @@ def voxel_knn(coords: np.ndarray, k: int = DEFAULT_KNN,
         cells = (c.max(axis=0) - c.min(axis=0)) // int(np.ceil(max_radius_voxels)) + 3
         if float(np.prod(cells.astype(np.float64))) >= 2.0 ** 62:
             raise ValueError("voxel grid extent is too large to index")
-    return _knn_kernel(c, int(k), float(max_radius_voxels))
+    return _knn_kernel(c, int(k), float(max_radius_voxels), 4 * numba.get_num_threads())
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,11 +459,11 @@ def _smallest_eigenvector(a00: float, a01: float, a02: float, a11: float, a12: f
     return vx * inv, vy * inv, vz * inv, True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _normals_kernel(coords: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
     m = coords.shape[0]
     out = np.empty((m, 3), np.float32)
-    for i in range(m):
+    for i in numba.prange(m):
         cnt = 1
         sx = 0.0
         sy = 0.0
@@ -424,11 +568,14 @@ def _edges_kernel(neighbors: np.ndarray) -> np.ndarray:
     return out[:e]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _edge_weights_kernel(edges: np.ndarray, rgb: np.ndarray, normals: np.ndarray,
-                         colour_weight: float) -> np.ndarray:
+                         colour_weight: float, embedding: np.ndarray, centers: np.ndarray,
+                         bandwidth: np.ndarray, affinity_weight: float) -> np.ndarray:
+    # Normal and colour term of every edge, plus affinity_weight * (1 - a_ij) with eq. (14)'s
+    # exponential a_ij at the two voxels' mean bandwidths when affinity_weight > 0.
     w = np.empty(edges.shape[0], np.float64)
-    for e in range(edges.shape[0]):
+    for e in numba.prange(edges.shape[0]):
         i = edges[e, 0]
         j = edges[e, 1]
         dot = (normals[i, 0] * normals[j, 0] + normals[i, 1] * normals[j, 1]
@@ -437,20 +584,12 @@ def _edge_weights_kernel(edges: np.ndarray, rgb: np.ndarray, normals: np.ndarray
         dg = rgb[i, 1] - rgb[j, 1]
         db = rgb[i, 2] - rgb[j, 2]
         w[e] = (1.0 - min(1.0, abs(dot))) + colour_weight * np.sqrt(dr * dr + dg * dg + db * db)
+        if affinity_weight > 0:
+            a = pair_affinity(embedding, centers, i, j,
+                              0.5 * (bandwidth[i, 0] + bandwidth[j, 0]),
+                              0.5 * (bandwidth[i, 1] + bandwidth[j, 1]))
+            w[e] += affinity_weight * (1.0 - a)
     return w
-
-
-@numba.njit(cache=True)
-def _affinity_kernel(edges: np.ndarray, embedding: np.ndarray, centers: np.ndarray,
-                     bandwidth: np.ndarray) -> np.ndarray:
-    # Eq. (14)'s exponential between the two voxels of each edge, with their mean bandwidths.
-    a = np.empty(edges.shape[0], np.float64)
-    for e in range(edges.shape[0]):
-        i = edges[e, 0]
-        j = edges[e, 1]
-        a[e] = pair_affinity(embedding, centers, i, j, 0.5 * (bandwidth[i, 0] + bandwidth[j, 0]),
-                             0.5 * (bandwidth[i, 1] + bandwidth[j, 1]))
-    return a
 
 
 @numba.njit(cache=True)
@@ -466,55 +605,50 @@ def _find(parent: np.ndarray, x: int) -> int:
 
 
 @numba.njit(cache=True)
-def _merge_orders(weights: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    # Two stable orders of consecutive index ranges (a's before b's) merged into the stable
-    # order of the whole: on ties a's index, the smaller, comes first.
-    out = np.empty(a.shape[0] + b.shape[0], np.int64)
-    i = 0
-    j = 0
-    for t in range(out.shape[0]):
-        if j == b.shape[0] or (i < a.shape[0] and weights[a[i]] <= weights[b[j]]):
-            out[t] = a[i]
-            i += 1
-        else:
-            out[t] = b[j]
-            j += 1
-    return out
-
-
-_SORT_POOL: ThreadPoolExecutor | None = None
+def _float_order(weights: np.ndarray) -> np.ndarray:
+    # np.argsort(weights, kind="stable") for finite float64 weights: a radix sort of their bit
+    # patterns mapped to order-preserving uint64 (sign bit set for w >= 0, all bits flipped
+    # for w < 0; -0.0 first becomes +0.0, as numpy ranks the two as equal).
+    keys = np.empty(weights.shape[0], np.uint64)
+    bits = keys.view(np.float64)
+    for e in range(weights.shape[0]):
+        bits[e] = weights[e] + 0.0
+    sign = np.uint64(1) << np.uint64(63)
+    for e in range(keys.shape[0]):
+        x = keys[e]
+        keys[e] = ~x if x & sign else x | sign
+    return _radix_order(keys)
 
 
 def _stable_order(weights: np.ndarray) -> np.ndarray:
-    """``np.argsort(weights, kind="stable")``, the two halves sorted on two threads (numpy
-    releases the GIL while sorting) and merged: the same order in about half the time."""
-    global _SORT_POOL
-    n = weights.shape[0]
-    if n < 100_000 or (os.cpu_count() or 1) < 2:
-        return np.argsort(weights, kind="stable")
-    if _SORT_POOL is None:
-        _SORT_POOL = ThreadPoolExecutor(2, thread_name_prefix="occuseg-sort")
-    half = n // 2
-    first = _SORT_POOL.submit(np.argsort, weights[:half], kind="stable")
-    second = np.argsort(weights[half:], kind="stable") + half
-    return _merge_orders(weights, first.result(), second)
+    """``np.argsort(weights, kind="stable")`` of finite float64 weights, by radix sort."""
+    return _float_order(np.ascontiguousarray(weights, dtype=np.float64))
 
 
 @numba.njit(cache=True)
 def _felzenszwalb_kernel(num_nodes: int, edges: np.ndarray, weights: np.ndarray,
                          order: np.ndarray, k_threshold: float, min_size: int) -> np.ndarray:
-    parent = np.arange(num_nodes)
-    size = np.ones(num_nodes, np.int64)
+    # The edges in visiting order, contiguous: both passes below then stream through them.
+    n_edges = order.shape[0]
+    ea = np.empty(n_edges, np.int32)
+    eb = np.empty(n_edges, np.int32)
+    ew = np.empty(n_edges, np.float64)
+    for t in range(n_edges):
+        e = order[t]
+        ea[t] = edges[e, 0]
+        eb[t] = edges[e, 1]
+        ew[t] = weights[e]
+    parent = np.arange(num_nodes, dtype=np.int32)
+    size = np.ones(num_nodes, np.int32)
     # threshold[c] = Int(C) + k / |C|, Int(C) being the largest MST edge inside C; since edges
     # come in ascending order that is the weight of the edge that last grew C.
     threshold = np.full(num_nodes, k_threshold)
-    for t in range(order.shape[0]):
-        e = order[t]
-        a = _find(parent, edges[e, 0])
-        b = _find(parent, edges[e, 1])
+    for t in range(n_edges):
+        a = _find(parent, ea[t])
+        b = _find(parent, eb[t])
         if a == b:
             continue
-        w = weights[e]
+        w = ew[t]
         if w <= threshold[a] and w <= threshold[b]:
             if size[a] < size[b]:
                 a, b = b, a
@@ -527,12 +661,11 @@ def _felzenszwalb_kernel(num_nodes: int, edges: np.ndarray, weights: np.ndarray,
     small = np.zeros(num_nodes, np.bool_)
     for v in range(num_nodes):
         small[v] = size[_find(parent, v)] < min_size
-    for t in range(order.shape[0]):
-        e = order[t]
-        if not (small[edges[e, 0]] or small[edges[e, 1]]):
+    for t in range(n_edges):
+        if not (small[ea[t]] or small[eb[t]]):
             continue
-        a = _find(parent, edges[e, 0])
-        b = _find(parent, edges[e, 1])
+        a = _find(parent, ea[t])
+        b = _find(parent, eb[t])
         if a != b and (size[a] < min_size or size[b] < min_size):
             if size[a] < size[b]:
                 a, b = b, a
@@ -587,8 +720,8 @@ def felzenszwalb(num_nodes: int, edges: np.ndarray, weights: np.ndarray, k_thres
     """
     edges = np.asarray(edges)
     weights = np.asarray(weights, dtype=np.float64)
-    if num_nodes < 0:
-        raise ValueError(f"num_nodes must be non-negative, got {num_nodes}")
+    if not 0 <= num_nodes < 2 ** 31:
+        raise ValueError(f"num_nodes must be in [0, 2^31), got {num_nodes}")
     if edges.ndim != 2 or edges.shape[1] != 2:
         raise ValueError(f"edges must have shape (E, 2), got {edges.shape}")
     if weights.shape != (edges.shape[0],):
@@ -601,7 +734,7 @@ def felzenszwalb(num_nodes: int, edges: np.ndarray, weights: np.ndarray, k_thres
         raise ValueError(f"k_threshold must be a non-negative number, got {k_threshold!r}")
     if not isinstance(min_size, (int, np.integer)) or min_size < 1:
         raise ValueError(f"min_size must be a positive integer, got {min_size}")
-    return _felzenszwalb_kernel(int(num_nodes), edges.astype(np.int64), weights,
+    return _felzenszwalb_kernel(int(num_nodes), edges.astype(np.int32, copy=False), weights,
                                 _stable_order(weights), float(k_threshold), int(min_size))
 
 
@@ -656,10 +789,9 @@ def segment_supervoxels(coords: np.ndarray, rgb: np.ndarray, normals: np.ndarray
         raise ValueError(f"colour_weight must be a non-negative number, got {colour_weight!r}")
     nb = _check_neighbors(neighbors, m)
     edges = _edges_kernel(nb)
-    weights = _edge_weights_kernel(edges, rgb.astype(np.float64), normals.astype(np.float64),
-                                   float(colour_weight))
     if not affinity_weight >= 0:
         raise ValueError(f"affinity_weight must be non-negative, got {affinity_weight!r}")
+    emb = centres = bw = np.zeros((0, 3))
     if guide is not None and affinity_weight > 0:
         emb = np.asarray(guide.embedding, np.float64)
         centres = np.asarray(guide.centers_m, np.float64)
@@ -669,7 +801,9 @@ def segment_supervoxels(coords: np.ndarray, rgb: np.ndarray, normals: np.ndarray
                              f"centers_m (M, 3), bandwidth (M, 2)")
         if not (bw > 0).all():
             raise ValueError("guide bandwidths must be positive")
-        weights += affinity_weight * (1.0 - _affinity_kernel(edges, emb, centres, bw))
+    weights = _edge_weights_kernel(edges, rgb.astype(np.float64), normals.astype(np.float64),
+                                   float(colour_weight), emb, centres, bw,
+                                   float(affinity_weight) if emb.shape[0] else 0.0)
     return felzenszwalb(m, edges, weights, k_threshold, min_size)
 
 
