@@ -42,6 +42,7 @@ import time
 from dataclasses import dataclass
 from typing import Mapping
 
+import numba
 import numpy as np
 
 from .clustering import (SupervoxelClusters, SupervoxelStatistics, _statistics_kernel,
@@ -147,6 +148,25 @@ class _Growable:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
+
+
+@numba.njit(cache=True, parallel=True)
+def _point_outputs_kernel(slots: np.ndarray, semantic: np.ndarray, supervoxel: np.ndarray,
+                          instance_id: np.ndarray, score_of_id: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # Class, instance id and score of each point's voxel (gathers fused over the points).
+    n = slots.shape[0]
+    point_semantic = np.empty(n, np.int32)
+    point_id = np.zeros(n, np.uint32)
+    point_score = np.zeros(n, np.float32)
+    for i in numba.prange(n):
+        slot = slots[i]
+        point_semantic[i] = semantic[slot]
+        sv = supervoxel[slot]
+        if sv >= 0:
+            point_id[i] = instance_id[sv]
+            point_score[i] = score_of_id[instance_id[sv]]
+    return point_semantic, point_id, point_score
 
 
 class _AxisCounts:
@@ -900,9 +920,19 @@ class IncrementalSegmenter:
         canonical order of :meth:`occuseg_ros.core.surface_map.SurfaceMap.points`)."""
         return self._point_slots.arrays[0]
 
-    def slot_semantic(self, slots: np.ndarray) -> np.ndarray:
-        """(n,) int32 nyu40 class of the voxels at ``slots``."""
-        return self._voxels["semantic"][slots]
+    def point_outputs(self, score_of_id: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per point of :meth:`point_slots`: (N,) int32 nyu40 class, (N,) uint32 persistent
+        instance id (0 = none) and (N,) float32 ``score_of_id[id]``, in one parallel pass."""
+        score_of_id = np.asarray(score_of_id, np.float32)
+        if score_of_id.shape[0] < int(self.instance_ids.max(initial=0)) + 1:
+            raise ValueError("score_of_id must cover every instance id")
+        if self._supervoxels is None:  # nothing segmented yet: the map is empty
+            n = self.point_slots().shape[0]
+            return np.zeros(n, np.int32), np.zeros(n, np.uint32), np.zeros(n, np.float32)
+        return _point_outputs_kernel(self.point_slots(), self._voxels["semantic"],
+                                     self._voxels["supervoxel"],
+                                     self._supervoxels["instance_id"], score_of_id)
 
     def slot_instance_id(self, slots: np.ndarray) -> np.ndarray:
         """(n,) uint32 persistent instance id of the voxels at ``slots`` (0 = none)."""

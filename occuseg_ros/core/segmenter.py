@@ -192,15 +192,14 @@ class Segmenter:
             voxels=engine.instance_voxels[order], centroid_m=engine.instance_centroid_m[order],
             box_min_m=engine.instance_box_min_m[order],
             box_max_m=engine.instance_box_max_m[order])
-        ids = engine.slot_instance_id(slots)
         score_of_id = np.zeros(int(table.ids.max(initial=0)) + 1, np.float32)
         score_of_id[table.ids] = table.scores
+        semantic, ids, scores = engine.point_outputs(score_of_id)
         timings = dict(stats.timings_s)
         timings["points"] = time.perf_counter() - mark
         timings["total"] += timings["points"]
-        return MapSegmentation(xyz, rgb, engine.slot_semantic(slots).astype(np.int32),
-                               ids.astype(np.uint32), score_of_id[ids], table,
-                               engine.num_voxels, timings)
+        return MapSegmentation(xyz, rgb, semantic, ids, scores, table, engine.num_voxels,
+                               timings)
 
 
 @dataclass
