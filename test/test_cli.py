@@ -102,6 +102,27 @@ def test_bench_scaling_table():
     assert 50.0 < same_class <= 100.0 and rows[3][-1].endswith("%")
 
 
+def test_bench_node_streams_a_room_through_the_node(tmp_path, monkeypatch):
+    """A generated room in three increments through the node over DDS: one row per increment,
+    the map growing to the whole room, and the latency covering the method and publishing."""
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(1 + (os.getpid() + 50) % 100))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path / "ros_log"))
+    room = generate_room(4, size_range_m=(3.0, 3.5))
+    save_scene(tmp_path / "room.npz", room)
+    table = occuseg("bench-node", tmp_path / "room.npz", "--increments", "3",
+                    "--device", "cpu").stdout
+    assert "machine:" in table and "latency input -> segmented output: p50" in table
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines()
+            if line.startswith("| ") and line[2].isdigit()]
+    assert [int(r[0]) for r in rows] == [1, 2, 3]
+    assert sum(int(r[1]) for r in rows) == int(rows[-1][2]) == room.num_points
+    for row in rows:
+        method, network, publish, latency = (float(x) for x in row[3:7])
+        assert 0.0 < network <= method and publish > 0.0
+        assert latency >= method + publish
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "mismatch", "no_gt_oracle", "bad_model"])
 def test_bad_input_gives_a_clear_error(tmp_path, case):
     scene_path = tmp_path / "s.npz"
