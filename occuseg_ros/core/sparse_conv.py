@@ -24,6 +24,7 @@ Call :func:`install_cpu_sparse_conv` once before running spconv modules on the C
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,31 @@ _Offset = tuple[int, torch.Tensor | None, torch.Tensor | None]
 
 _INSTALLED_MARK = "_occuseg_cpu_dispatch"
 _NO_TIMER = CUDAKernelTimer(False)
+
+
+#: Rulebooks built from spconv's pair tensors that are still alive, by (id of the tensor,
+#: inverse, subm). Convolutions that share an ``indice_key`` share the pair tensor, so within a
+#: forward pass each rulebook is converted once; an entry is dropped when its tensor is freed
+#: (so an id is never reused while cached, and no memory outlives spconv's own).
+_BOOKS: dict[tuple[int, bool, bool], list[_Offset]] = {}
+
+
+def _forget_books(pairs_id: int) -> None:
+    for key in [k for k in _BOOKS if k[0] == pairs_id]:
+        del _BOOKS[key]
+
+
+def _cached_rulebook(indice_pairs: torch.Tensor, indice_pair_num: torch.Tensor,
+                     inverse: bool, subm: bool) -> list[_Offset]:
+    """:func:`_rulebook`, converted once per live pair tensor (see ``_BOOKS``)."""
+    key = (id(indice_pairs), inverse, subm)
+    book = _BOOKS.get(key)
+    if book is None:
+        book = _rulebook(indice_pairs, indice_pair_num, inverse, subm)
+        if not any(k[0] == key[0] for k in _BOOKS):
+            weakref.finalize(indice_pairs, _forget_books, key[0])
+        _BOOKS[key] = book
+    return book
 
 
 def _rulebook(indice_pairs: torch.Tensor, indice_pair_num: torch.Tensor,
@@ -137,7 +163,7 @@ def _dispatcher(original: Callable[..., torch.Tensor], inverse: bool,
                             algo, timer, bias, act_alpha, act_beta, act_type)
         # On a CPU build ``algo`` is always Native and ``timer`` times CUDA kernels only;
         # ``act_alpha``/``act_beta`` parametrise LeakyReLU alone, which _activate refuses.
-        book = _rulebook(indice_pairs, indice_pair_num, inverse, subm)
+        book = _cached_rulebook(indice_pairs, indice_pair_num, inverse, subm)
         out = _RulebookConv.apply(features, filters, book, num_activate_out)
         if bias is not None:  # spconv passes the bias in here in eval mode only
             out = out + bias
