@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from occuseg_ros.core.checkpoint import NetworkPredictor
-from occuseg_ros.core.incremental import IncrementalConfig, prediction_difference
+from occuseg_ros.core.incremental import IncrementalConfig, group_boxes, prediction_difference
 from occuseg_ros.core.pipeline import PipelineConfig, segment_points
 from occuseg_ros.core.segmenter import Segmenter, compare_maps
 from occuseg_ros.core.surface_map import SurfaceMap, grid_keys
@@ -96,6 +96,20 @@ def test_updates_with_unbounded_margins_equal_a_full_recompute(predictor, room, 
     assert agreement.semantic == 1.0
     assert agreement.instances_matched == 1.0 and agreement.instances_extra == 0
     assert _same_partition(seg.instance, full.instance)
+
+
+def test_group_boxes_match_numpy():
+    rng = np.random.default_rng(2)
+    group = rng.integers(0, 7, 500)
+    lo_cells = rng.integers(-100, 100, (500, 3))
+    hi_cells = lo_cells + rng.integers(0, 5, (500, 3))
+    lo, hi = group_boxes(group, lo_cells, hi_cells, 8)  # group 7 has no row
+    for g in range(7):
+        np.testing.assert_array_equal(lo[g], lo_cells[group == g].min(axis=0))
+        np.testing.assert_array_equal(hi[g], hi_cells[group == g].max(axis=0))
+    assert (lo[7] == np.iinfo(np.int32).max).all() and (hi[7] == np.iinfo(np.int32).min).all()
+    with pytest.raises(ValueError, match="group ids"):
+        group_boxes(np.array([8]), lo_cells[:1], hi_cells[:1], 8)
 
 
 def test_box_queries_and_the_minimum_corner_follow_the_map(predictor, room, two_threads):

@@ -169,6 +169,37 @@ def _point_outputs_kernel(slots: np.ndarray, semantic: np.ndarray, supervoxel: n
     return point_semantic, point_id, point_score
 
 
+@numba.njit(cache=True)
+def _group_boxes_kernel(group: np.ndarray, lo_cells: np.ndarray, hi_cells: np.ndarray,
+                        n: int) -> tuple[np.ndarray, np.ndarray]:
+    # Per group g < n: the smallest lo_cells and largest hi_cells of its rows (int64 cells;
+    # int32 extremes where a group has no row).
+    lo = np.full((n, 3), np.iinfo(np.int32).max, np.int64)
+    hi = np.full((n, 3), np.iinfo(np.int32).min, np.int64)
+    for r in range(group.shape[0]):
+        g = group[r]
+        for a in range(3):
+            lo[g, a] = min(lo[g, a], lo_cells[r, a])
+            hi[g, a] = max(hi[g, a], hi_cells[r, a])
+    return lo, hi
+
+
+def group_boxes(group: np.ndarray, lo_cells: np.ndarray, hi_cells: np.ndarray,
+                n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer boxes of groups: for each group g in [0, n), the per-axis minimum of
+    ``lo_cells`` (R, 3) and maximum of ``hi_cells`` (R, 3) over the rows with ``group == g``
+    ((R,) ints in [0, n)). Returns two (n, 3) int64 arrays."""
+    group = np.ascontiguousarray(group, np.int64)
+    lo_cells = np.ascontiguousarray(lo_cells, np.int64)
+    hi_cells = np.ascontiguousarray(hi_cells, np.int64)
+    if lo_cells.shape != (group.shape[0], 3) or hi_cells.shape != lo_cells.shape:
+        raise ValueError(f"expected ({group.shape[0]}, 3) cells, got {lo_cells.shape} and "
+                         f"{hi_cells.shape}")
+    if group.size and (group.min() < 0 or group.max() >= n):
+        raise ValueError(f"group ids must lie in [0, {n})")
+    return _group_boxes_kernel(group, lo_cells, hi_cells, int(n))
+
+
 class _AxisCounts:
     """Live voxels per cell coordinate along each axis, so the map's minimum corner costs
     time in the map's extent (cells along an axis), not in its number of voxels."""
@@ -681,10 +712,7 @@ class IncrementalSegmenter:
         cells = v["coords"][region]
         sv["cell_sum"][ids] = np.stack(
             [np.bincount(local_sv, cells[:, a].astype(np.float64), n) for a in range(3)], axis=1)
-        lo = np.full((n, 3), np.iinfo(np.int32).max, np.int32)
-        hi = np.full((n, 3), np.iinfo(np.int32).min, np.int32)
-        np.minimum.at(lo, local_sv, cells)
-        np.maximum.at(hi, local_sv, cells)
+        lo, hi = group_boxes(local_sv, cells, cells, n)
         sv["cell_min"][ids] = lo
         sv["cell_max"][ids] = hi
 
@@ -783,10 +811,8 @@ class IncrementalSegmenter:
             score = score * np.minimum(ratio, 1.0 / ratio)
         centroid = np.stack([np.bincount(owner, sv["cell_sum"][:s][member, a], n_inst)
                              for a in range(3)], axis=1) / voxels[:, None]
-        lo = np.full((n_inst, 3), np.iinfo(np.int32).max, np.int64)
-        hi = np.full((n_inst, 3), np.iinfo(np.int32).min, np.int64)
-        np.minimum.at(lo, owner, sv["cell_min"][:s][member])
-        np.maximum.at(hi, owner, sv["cell_max"][:s][member])
+        lo, hi = group_boxes(owner, sv["cell_min"][:s][member], sv["cell_max"][:s][member],
+                             n_inst)
         self._set_instances(ids, label, score, new_size, clusters.instance_ratio, centroid,
                             lo, hi + 1)
 
