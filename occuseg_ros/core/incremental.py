@@ -457,15 +457,19 @@ class IncrementalSegmenter:
         if (v["count"][slots] < 0).any():
             raise RuntimeError("voxel counts went negative: block bookkeeping is corrupt")
         dead = v["count"][slots] == 0
-        # Index: drop vanished keys, insert new ones (both lists are sorted).
-        index_keys = np.delete(self._index_keys, pos[exists & dead])
-        index_slots = np.delete(self._index_slots, pos[exists & dead])
+        # Index: drop vanished keys, insert new ones (both lists are sorted; each copies the
+        # whole index, so only when there is something to drop or insert).
+        died = exists & dead
+        if died.any():
+            self._index_keys = np.delete(self._index_keys, pos[died])
+            self._index_slots = np.delete(self._index_slots, pos[died])
         born = new & ~dead
-        at = np.searchsorted(index_keys, keys[born])
-        self._index_keys = np.insert(index_keys, at, keys[born])
-        self._index_slots = np.insert(index_slots, at, slots[born].astype(np.int32))
+        if born.any():
+            at = np.searchsorted(self._index_keys, keys[born])
+            self._index_keys = np.insert(self._index_keys, at, keys[born])
+            self._index_slots = np.insert(self._index_slots, at, slots[born].astype(np.int32))
         self._extent.add(v["coords"][slots[born]], 1)
-        self._extent.add(v["coords"][slots[exists & dead]], -1)
+        self._extent.add(v["coords"][slots[died]], -1)
         live = ~dead & ~new
         colour = colour_from_sums(v["rgb_sum"][slots[live]], v["count"][slots[live]])
         moved = np.abs(colour - v["seen_colour"][slots[live]]).max(axis=1, initial=0.0) \
