@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from occuseg_ros.core.surface_map import SurfaceMap, cells_from_keys, grid_keys, insert_sorted
-from occuseg_ros.core.tracking import InstanceTracker
+from occuseg_ros.core.tracking import InstanceTracker, match_ids
 
 
 def random_surface(n: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +91,47 @@ def test_the_map_refuses_bad_updates_and_stays_intact():
         m.replace_blocks(xyz, rgb[:10])
     for a, b in zip(before, m.points()):
         np.testing.assert_array_equal(a, b)
+
+
+def _reference_match_ids(now, before, weight, new_size, min_overlap, next_id):
+    """The matching rule written plainly: every (new, previous) pair with its overlap, taken
+    largest first (ties by new index, then previous id), one to one, above the threshold."""
+    old_size, overlap = {}, {}
+    for n, b, w in zip(now.tolist(), before.tolist(), weight.tolist()):
+        if b > 0:
+            old_size[b] = old_size.get(b, 0) + w
+            if n >= 0:
+                overlap[(n, b)] = overlap.get((n, b), 0) + w
+    ids = [0] * len(new_size)
+    taken = set()
+    for (n, b), count in sorted(overlap.items(), key=lambda kv: (-kv[1], kv[0])):
+        if ids[n] or b in taken:
+            continue
+        if count >= min_overlap * min(int(new_size[n]), old_size[b]):
+            ids[n] = b
+            taken.add(b)
+    for n in range(len(ids)):
+        if not ids[n]:
+            ids[n], next_id = next_id, next_id + 1
+    return ids, next_id
+
+
+def test_match_ids_is_the_plain_rule():
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        entries, instances = int(rng.integers(0, 60)), int(rng.integers(0, 8))
+        now = rng.integers(-1, max(instances, 1), entries) if instances else \
+            np.full(entries, -1)
+        before = rng.integers(0, 6, entries) * (rng.random(entries) < 0.8)
+        weight = rng.integers(1, 4, entries)
+        new_size = np.bincount(now[now >= 0], weight[now >= 0], instances).astype(np.int64) + \
+            rng.integers(0, 3, instances)
+        min_overlap = float(rng.choice([0.2, 0.5, 1.0]))
+        ids, next_id = match_ids(now, before, weight, new_size, min_overlap, 10)
+        expected, expected_next = _reference_match_ids(now, before, weight, new_size,
+                                                       min_overlap, 10)
+        assert ids.dtype == np.uint32 and ids.tolist() == expected, trial
+        assert next_id == expected_next
 
 
 def test_tracker_keeps_ids_while_instances_grow_and_gives_new_ones():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 
@@ -85,6 +86,20 @@ class InstanceTracker:
         return ids
 
 
+@numba.njit(cache=True)
+def _greedy_match_kernel(a: np.ndarray, b: np.ndarray, num_instances: int,
+                         id_bound: int) -> np.ndarray:
+    # Pairs (new a, previous id b) in priority order: each new instance and each previous id
+    # is taken at most once. Returns (num_instances,) int64 ids, 0 where unmatched.
+    ids = np.zeros(num_instances, np.int64)
+    taken = np.zeros(id_bound, np.bool_)
+    for t in range(a.shape[0]):
+        if ids[a[t]] == 0 and not taken[b[t]]:
+            ids[a[t]] = b[t]
+            taken[b[t]] = True
+    return ids
+
+
 def match_ids(now: np.ndarray, before: np.ndarray, weight: np.ndarray, new_size: np.ndarray,
               min_overlap: float, next_id: int) -> tuple[np.ndarray, int]:
     """The matching rule of the module docstring, on weighted entries of the map.
@@ -107,28 +122,26 @@ def match_ids(now: np.ndarray, before: np.ndarray, weight: np.ndarray, new_size:
     now = np.asarray(now, np.int64)
     before = np.asarray(before, np.int64)
     weight = np.asarray(weight, np.int64)
-    num_instances = int(np.asarray(new_size).shape[0])
-    ids = np.zeros(num_instances, np.uint32)
+    new_size = np.asarray(new_size, np.int64)
+    num_instances = int(new_size.shape[0])
+    ids = np.zeros(num_instances, np.int64)
     seen = before > 0
     if seen.any():
         # Previous instances' sizes over their voxels still in the map, and the overlaps.
-        old_ids, inv = np.unique(before[seen], return_inverse=True)
-        old_size = dict(zip(old_ids.tolist(), np.bincount(inv, weight[seen]).astype(
-            np.int64).tolist()))
-        pairs = seen & (now >= 0)
         base = int(before.max()) + 1
+        old_size = np.bincount(before[seen], weight[seen], base)
+        pairs = seen & (now >= 0)
         key, inv = np.unique(now[pairs] * base + before[pairs], return_inverse=True)
-        sums = np.bincount(inv, weight[pairs], key.size).astype(np.int64)
-        overlap = [((int(k // base), int(k % base)), int(c)) for k, c in zip(key, sums)]
-        taken: set[int] = set()
-        for (a, b), count in sorted(overlap, key=lambda kv: (-kv[1], kv[0])):
-            if ids[a] or b in taken:
-                continue
-            if count >= min_overlap * min(int(new_size[a]), old_size[b]):
-                ids[a] = b
-                taken.add(b)
-    for a in range(num_instances):
-        if not ids[a]:
-            ids[a] = next_id
-            next_id += 1
+        count = np.bincount(inv, weight[pairs], key.size)
+        a, b = key // base, key % base
+        # Pairs below the overlap threshold never match; the others are taken greedily,
+        # largest overlap first (ties: smaller new index, then smaller previous id).
+        enough = count >= min_overlap * np.minimum(new_size[a], old_size[b])
+        order = np.lexsort((b, a, -count))
+        order = order[enough[order]]
+        ids = _greedy_match_kernel(a[order], b[order], num_instances, base)
+    fresh = ids == 0
+    ids[fresh] = next_id + np.arange(int(fresh.sum()))
+    next_id += int(fresh.sum())
+    ids = ids.astype(np.uint32)
     return ids, next_id
