@@ -801,8 +801,10 @@ class IncrementalSegmenter:
 
         # Instance table rows (in instance order; the caller sorts by id).
         label = clusters.instance_label
-        col = {int(l): k for k, l in enumerate(self._label_ids)}
-        cols = np.array([col.get(int(l), -1) for l in label], np.int64)
+        # Each instance's class as a column of the probabilities (-1: not a model class).
+        col_of = np.full(int(max(self._label_ids.max(), label.max(initial=0))) + 1, -1, np.int64)
+        col_of[self._label_ids] = np.arange(self._label_ids.size)
+        cols = np.where(label >= 0, col_of[np.maximum(label, 0)], -1)
         member = inst >= 0
         owner = inst[member]
         prob = np.where(cols[owner] >= 0,
