@@ -114,7 +114,7 @@ def run_latency_benchmark(scene_path: Path, model: Path | None = None, device: s
         "| instances |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {k} | {n} | {m} | {t:.0f} | {net:.0f} | {pub:.0f} | {lat:.0f} | {i} |"
+    lines += [f"| {k} | {n} | {m} | {t:.0f} | {net:.0f} | {pub:.1f} | {lat:.0f} | {i} |"
               for k, n, m, t, net, pub, lat, i in rows]
     return "\n".join(lines)
 
