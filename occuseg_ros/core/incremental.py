@@ -51,8 +51,8 @@ from .pipeline import PipelineConfig, Predictor
 from .predictions import VoxelPredictions
 from .supervoxels import (Guide, estimate_normals,
                           segment_supervoxels, split_by_label, voxel_knn)
-from .surface_map import (BlockConcatenation, cells_from_keys, grid_keys, insert_sorted,
-                          keys_from_cells)
+from .surface_map import (BlockConcatenation, cells_from_keys, find_sorted, grid_keys,
+                          insert_sorted, keys_from_cells)
 from .tracking import match_ids
 from .voxels import VoxelGrid, colour_from_sums
 
@@ -108,13 +108,6 @@ class UpdateStats:
     network_voxels: int
     resegmented_voxels: int
     timings_s: dict[str, float]
-
-
-def _coarsest_stride(predictor: Predictor) -> int:
-    """The predictor's coarsest stride in voxels (1 for predictors without a UNet)."""
-    model = getattr(predictor, "model", None)
-    config = getattr(model, "config", None)
-    return 2 ** (config.num_levels - 1) if config is not None else 1
 
 
 class _Growable:
@@ -257,8 +250,6 @@ class IncrementalSegmenter:
         if self.incremental.refresh_margin_m < radius_m:
             raise ValueError(f"refresh_margin_m must be at least the neighbour search radius "
                              f"{radius_m:.3f} m")
-        #: The coarsest stride of the network, in voxels (a model's ``2 ** (levels - 1)``).
-        self._step = _coarsest_stride(predictor)
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -287,7 +278,6 @@ class IncrementalSegmenter:
         self._point_slots = BlockConcatenation((np.zeros(0, np.int32),))
         self._label_ids: np.ndarray | None = None
         self._restored: dict[str, np.ndarray] | None = None
-        self._anchor: np.ndarray | None = None  # the map's minimum cell at this update
         self._supervoxels: _Growable | None = None
         self._free_ids: list[int] = []
         self._id_end = 0
@@ -345,13 +335,6 @@ class IncrementalSegmenter:
 
         mark = time.perf_counter()
         vs = self.config.voxel_size_m
-        # Each crop's strided levels align to the map's minimum corner now, as in training.
-        # When that corner moves, outputs cached under the old alignment are kept (each was
-        # computed in the alignment the network learnt): recomputing the whole map whenever a
-        # robot's map grows towards -x, -y or -z would cost a full recompute per step of
-        # exploration. A full recompute differs from them by what the alignment changes;
-        # `occuseg bench --scaling` measures the total difference.
-        self._anchor = self._extent.minimum()
         if full:
             refresh = crop = self._index_slots.astype(np.int64)
         else:
@@ -436,9 +419,7 @@ class IncrementalSegmenter:
         point count alone changes nothing the network sees.
         """
         v = self._voxels
-        pos = np.searchsorted(self._index_keys, keys)
-        exists = pos < self._index_keys.size
-        exists[exists] = self._index_keys[pos[exists]] == keys[exists]
+        pos, exists = find_sorted(self._index_keys, keys)
         slots = np.full(keys.size, -1, np.int64)
         slots[exists] = self._index_slots[pos[exists]]
         new = ~exists
@@ -525,10 +506,15 @@ class IncrementalSegmenter:
         vs = self.config.voxel_size_m
         coords = v["coords"][crop]
         n = crop.size
+        # The crop's strided levels align to the map's minimum corner now, as in training.
+        # Outputs computed when the corner was elsewhere are kept (each in the alignment the
+        # network learnt): recomputing the whole map whenever a robot's map grows towards -x,
+        # -y or -z would cost a full recompute per step of exploration. `occuseg bench
+        # --scaling` measures the total difference from a full recompute.
         grid = VoxelGrid(coords=coords, voxel_size_m=vs, point_to_voxel=np.arange(n),
                          counts=v["count"][crop].astype(np.int32),
                          rgb=colour_from_sums(v["rgb_sum"][crop], v["count"][crop]),
-                         anchor=self._anchor)
+                         anchor=self._extent.minimum())
         colour = grid.rgb
         pred: VoxelPredictions = self.predictor(grid)
         if pred.semantic_prob.shape[0] != n:
@@ -624,11 +610,7 @@ class IncrementalSegmenter:
                 lo, hi = np.minimum(lo, c.min(axis=0)), np.maximum(hi, c.max(axis=0))
             near = self._box_slots(lo, hi)
             sv_near = v["supervoxel"][near]
-            refresh_keys = v["key"][refresh]
-            near_keys = v["key"][near]
-            at = np.minimum(np.searchsorted(refresh_keys, near_keys), max(refresh.size - 1, 0))
-            refreshed = refresh_keys[at] == near_keys if refresh.size else \
-                np.zeros(near.size, bool)
+            _, refreshed = find_sorted(v["key"][refresh], v["key"][near])
             region = near[refreshed | ((sv_near >= 0) & held[np.maximum(sv_near, 0)])]
         else:
             region = refresh
@@ -645,11 +627,9 @@ class IncrementalSegmenter:
         # Felzenszwalb on the edges among the region's voxels (the full kernel's edge list
         # restricted to them, in the same order).
         # (The region is in key order, so a neighbour's row in it is found by its key.)
-        region_keys = v["key"][region]
         nb = v["neighbors"][region]
-        nb_keys = v["key"][np.maximum(nb, 0)]
-        row = np.minimum(np.searchsorted(region_keys, nb_keys), region.size - 1)
-        local_nb = np.where((nb >= 0) & (region_keys[row] == nb_keys), row, -1).astype(np.int32)
+        row, found = find_sorted(v["key"][region], v["key"][np.maximum(nb, 0)])
+        local_nb = np.where((nb >= 0) & found, row, -1).astype(np.int32)
         if labels is None:
             colour = colour_from_sums(v["rgb_sum"][region], v["count"][region])
             guide = Guide(v["embedding"][region], v["center"][region], v["bandwidth"][region])
@@ -912,8 +892,7 @@ class IncrementalSegmenter:
         found = np.zeros(slots.size, bool)
         if keys.size == 0 or slots.size == 0:
             return found, None
-        pos = np.minimum(np.searchsorted(keys, self._index_keys), keys.size - 1)
-        found = keys[pos] == self._index_keys
+        pos, found = find_sorted(keys, self._index_keys)
         rows, hit = pos[found], slots[found]
         v = self._voxels
         if self._label_ids is None:

@@ -56,6 +56,16 @@ def cells_from_keys(keys: np.ndarray) -> np.ndarray:
                     axis=1) - _OFFSET
 
 
+def find_sorted(keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``queries`` (M,) are in sorted unique ``keys`` (K,): each query's insertion
+    position (M,) int64 (``np.searchsorted``) and whether the key there is the query (M,)."""
+    queries = np.asarray(queries)
+    pos = np.searchsorted(keys, queries)
+    found = pos < keys.size
+    found[found] = keys[pos[found]] == queries[found]
+    return pos, found
+
+
 def insert_sorted(keys: np.ndarray, new: np.ndarray) -> np.ndarray:
     """The sorted union of sorted unique ``keys`` (K,) and any ``new`` keys (M,).
 
@@ -65,10 +75,8 @@ def insert_sorted(keys: np.ndarray, new: np.ndarray) -> np.ndarray:
     new = np.unique(new)
     if keys.size == 0:
         return new.astype(keys.dtype)
-    at = np.searchsorted(keys, new)
-    fresh = keys[np.minimum(at, keys.size - 1)] != new
-    fresh |= at == keys.size
-    return np.insert(keys, at[fresh], new[fresh])
+    at, found = find_sorted(keys, new)
+    return np.insert(keys, at[~found], new[~found])
 
 
 @dataclass
@@ -299,9 +307,7 @@ class BlockConcatenation:
             return
         keys_changed = np.array(sorted(changed), np.int64)
         # Sorted-key searches only: no pass sorts or hashes every block's key.
-        pos = np.searchsorted(self.keys, keys_changed)
-        hit = pos < self.keys.size
-        hit[hit] = self.keys[pos[hit]] == keys_changed[hit]
+        pos, hit = find_sorted(self.keys, keys_changed)
         present = np.zeros(self.keys.size, bool)
         present[pos[hit]] = True
         kept_keys = self.keys[~present]

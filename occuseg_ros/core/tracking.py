@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .surface_map import find_sorted
+
 
 @dataclass
 class TrackerState:
@@ -74,10 +76,8 @@ class InstanceTracker:
         keys_in, inst_in = keys[inside], inst[inside]
         # Previous id of every current voxel (0 where it had none or is new).
         before = np.zeros(keys.size, np.int64)
-        if old.voxel_keys.size and keys.size:
-            pos = np.clip(np.searchsorted(old.voxel_keys, keys), 0, old.voxel_keys.size - 1)
-            before = np.where(old.voxel_keys[pos] == keys, old.voxel_ids[pos], 0).astype(
-                np.int64)
+        pos, found = find_sorted(old.voxel_keys, keys)
+        before[found] = old.voxel_ids[pos[found]]
         ids, next_id = match_ids(inst, before, np.ones(keys.size, np.int64),
                                  np.bincount(inst_in, minlength=num_instances),
                                  self.min_overlap, old.next_id)
