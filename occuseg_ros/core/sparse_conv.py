@@ -42,28 +42,24 @@ _INSTALLED_MARK = "_occuseg_cpu_dispatch"
 _NO_TIMER = CUDAKernelTimer(False)
 
 
-#: Rulebooks built from spconv's pair tensors that are still alive, by (id of the tensor,
-#: inverse, subm). Convolutions that share an ``indice_key`` share the pair tensor, so within a
-#: forward pass each rulebook is converted once; an entry is dropped when its tensor is freed
-#: (so an id is never reused while cached, and no memory outlives spconv's own).
-_BOOKS: dict[tuple[int, bool, bool], list[_Offset]] = {}
-
-
-def _forget_books(pairs_id: int) -> None:
-    for key in [k for k in _BOOKS if k[0] == pairs_id]:
-        del _BOOKS[key]
+#: Rulebooks built from spconv's pair tensors that are still alive: id of the tensor ->
+#: {(inverse, subm): rulebook}. Convolutions that share an ``indice_key`` share the pair
+#: tensor, so within a forward pass each rulebook is converted once; an entry is dropped when
+#: its tensor is freed (so an id is never reused while cached, and no memory outlives
+#: spconv's own).
+_BOOKS: dict[int, dict[tuple[bool, bool], list[_Offset]]] = {}
 
 
 def _cached_rulebook(indice_pairs: torch.Tensor, indice_pair_num: torch.Tensor,
                      inverse: bool, subm: bool) -> list[_Offset]:
     """:func:`_rulebook`, converted once per live pair tensor (see ``_BOOKS``)."""
-    key = (id(indice_pairs), inverse, subm)
-    book = _BOOKS.get(key)
+    books = _BOOKS.get(id(indice_pairs))
+    if books is None:
+        books = _BOOKS[id(indice_pairs)] = {}
+        weakref.finalize(indice_pairs, _BOOKS.pop, id(indice_pairs), None)
+    book = books.get((inverse, subm))
     if book is None:
-        book = _rulebook(indice_pairs, indice_pair_num, inverse, subm)
-        if not any(k[0] == key[0] for k in _BOOKS):
-            weakref.finalize(indice_pairs, _forget_books, key[0])
-        _BOOKS[key] = book
+        book = books[(inverse, subm)] = _rulebook(indice_pairs, indice_pair_num, inverse, subm)
     return book
 
 

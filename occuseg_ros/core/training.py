@@ -270,8 +270,9 @@ def train(config: TrainConfig, device: torch.device, resume: Path | None = None,
     if net_config.num_classes != len(label_ids):
         raise ValueError(f"the network has {net_config.num_classes} classes, "
                          f"the label set {len(label_ids)}")
-    model = OccuSegNet(net_config).to(device)
-    if config.init_from is not None and resume is None:
+    if config.init_from is None or resume is not None:
+        model = OccuSegNet(net_config).to(device)
+    else:
         model, meta = load_checkpoint(config.init_from, device)
         if list(meta["label_ids"]) != label_ids:
             raise ValueError(f"{config.init_from}: its label ids are not the training set's")
