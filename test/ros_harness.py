@@ -71,15 +71,18 @@ class Probe(Node):
             self.received[topic].clear()
 
 
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` on timeout."""
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str,
+             details: Callable[[], str] | None = None) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` on timeout,
+    followed by ``details()`` (a log tail, say) where given."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    more = f"\n{details()}" if details is not None else ""
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{more}")
 
 
 def wait_for_subscribers(publisher: Any, count: int = 1, timeout_s: float = 10.0) -> None:

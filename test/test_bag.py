@@ -71,14 +71,18 @@ def warm_up(model_path) -> None:
 
 
 def nodes_under_test(model_path, tmp_path) -> tuple[RgbdReconstructorNode, SegmentationNode]:
-    """The reconstructor and segmenter, reliable inputs (a replay must not lose a message)."""
+    """The reconstructor and segmenter, reliable inputs (a replay must not lose a message).
+
+    The segmenter's ``map_frame`` is the reconstructor's, as a deployment sets it: left empty,
+    the first input fixes the frame, and a replay whose garbage cloud arrives before the
+    reconstructor's first publish would make that garbage's frame the map's."""
     reconstructor = RgbdReconstructorNode(parameter_overrides=[
         Parameter("publish_rate_hz", value=4.0), Parameter("device", value="cpu"),
         Parameter("input_qos", value="reliable")])
     segmenter = SegmentationNode(parameter_overrides=[
         Parameter("model_path", value=str(model_path)), Parameter("device", value="cpu"),
         Parameter("segment_rate_hz", value=2.0), Parameter("output_dir", value=str(tmp_path)),
-        Parameter("input_qos", value="reliable"),
+        Parameter("input_qos", value="reliable"), Parameter("map_frame", value="map"),
         Parameter("diagnostics_period_s", value=0.5)])
     return reconstructor, segmenter
 

@@ -11,13 +11,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 
-from conftest import REPO_ROOT
 from occuseg_ros.core import map_store
 from occuseg_ros.core.map_store import (STATE_FILE, MapState, MapStateError, SnapshotWriter,
                                         discard_partial_writes, keep_aside, load_map_state,
@@ -317,21 +317,38 @@ def test_load_map_without_map_dir_fails_cleanly(ros_context, model_path, tmp_pat
 
 def _node_process(model_path: Path, map_dir: Path, log: Path, period_s: float
                   ) -> subprocess.Popen:
-    """``occuseg node`` as a user starts it, on this test run's DDS domain."""
+    """``occuseg node`` as a user starts it (the installed package, as this test process
+    imports it), on this test run's DDS domain, over UDP loopback.
+
+    os.environ already holds what the ROS wheels' re-exec set (LD_LIBRARY_PATH and its
+    guard), HOME, AMENT_PREFIX_PATH and the test run's ROS_DOMAIN_ID. UDP only: this test
+    SIGKILLs the node while it writes clouds to the probe, and a process killed mid-write into
+    another participant's Fast DDS shared-memory port can leave that port unusable
+    (eProsima/Fast-DDS#2811, #5469); the kernel cleans up a killed process's sockets.
+    """
     script = Path(sys.executable).with_name("occuseg")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "occuseg_ros.cli"]
     params = {"model_path": model_path, "device": "cpu", "torch_threads": 2,
               "map_dir": map_dir, "snapshot_period_s": period_s, "segment_rate_hz": 5.0,
               "input_mode": "increment", "input_qos": "reliable"}
     args = [a for k, v in params.items() for a in ("-p", f"{k}:={v}")]
-    # os.environ already holds what the ROS wheels' re-exec set (LD_LIBRARY_PATH and its
-    # guard), HOME, AMENT_PREFIX_PATH and the test run's ROS_DOMAIN_ID; the child imports
-    # this checkout.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    env = {**os.environ, "FASTDDS_BUILTIN_TRANSPORTS": "UDPv4"}
     with open(log, "ab") as out:
         return subprocess.Popen(command + ["node", "--ros-args"] + args, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
+
+
+def _running(process: subprocess.Popen, log: Path, condition: Callable[[], Any]
+             ) -> Callable[[], Any]:
+    """``condition`` for wait_for that fails at once, with the log, if ``process`` exited."""
+
+    def check() -> Any:
+        if process.poll() is not None:
+            raise AssertionError(f"the node exited with {process.returncode}:\n"
+                                 f"{log.read_text()[-3000:]}")
+        return condition()
+
+    return check
 
 
 def test_sigkilled_node_restarts_with_its_map_and_instance_ids(ros_context, model_path,
@@ -384,14 +401,21 @@ def test_sigkilled_node_restarts_with_its_map_and_instance_ids(ros_context, mode
         return state if state.num_points == room.num_points and state.num_instances else None
 
     processes: list[subprocess.Popen] = []
+
+    def log_tail() -> str:
+        return f"node log (both runs):\n{log.read_text()[-3000:]}"
+
     try:
         processes.append(_node_process(model_path, map_dir, log, period_s=1.0))
-        wait_for_subscribers(pub, timeout_s=60.0)
-        first = wait_for(streaming(lambda: full_clouds() and full_snapshot()), 60.0,
-                         "the whole room segmented and snapshotted")
+        wait_for(_running(processes[0], log, lambda: pub.get_subscription_count() >= 1), 60.0,
+                 "the node's input subscription", log_tail)
+        first = wait_for(_running(processes[0], log, streaming(
+            lambda: full_clouds() and full_snapshot())), 60.0,
+            "the whole room segmented and snapshotted", log_tail)
         # Keep streaming over two more snapshot periods, then kill without warning.
-        wait_for(streaming(lambda: load_map_state(map_dir).taken_unix_s
-                           > first.taken_unix_s + 1.5), 30.0, "two more snapshots")
+        wait_for(_running(processes[0], log, streaming(
+            lambda: load_map_state(map_dir).taken_unix_s > first.taken_unix_s + 1.5)), 30.0,
+            "two more snapshots", log_tail)
         publish_next()
         processes[0].send_signal(signal.SIGKILL)
         assert processes[0].wait(timeout=10) == -signal.SIGKILL
@@ -404,7 +428,8 @@ def test_sigkilled_node_restarts_with_its_map_and_instance_ids(ros_context, mode
 
         probe.clear(OUT)
         processes.append(_node_process(model_path, map_dir, log, period_s=60.0))
-        out = wait_for(lambda: probe.messages(OUT), 60.0, "the restarted node's cloud")[-1]
+        out = wait_for(_running(processes[1], log, lambda: probe.messages(OUT)), 60.0,
+                       "the restarted node's cloud", log_tail)[-1]
         assert not list(map_dir.glob("*.tmp")), "a killed write's temporary file survived"
         after = labels_of(out)
         restored = np.unique(grid_keys(np.stack([after["x"], after["y"], after["z"]], 1),
@@ -418,8 +443,9 @@ def test_sigkilled_node_restarts_with_its_map_and_instance_ids(ros_context, mode
         extra = slabs[0]
         pub.publish(cloud(room.xyz[extra] + np.float32([20.0, 0.0, 0.0]), room.rgb[extra],
                           stamp_s=100.0))
-        wait_for(lambda: probe.messages(OUT)[-1].width == room.num_points + extra.sum(), 30.0,
-                 "the cloud with the new blocks")
+        wait_for(_running(processes[1], log, lambda: probe.messages(OUT)[-1].width
+                          == room.num_points + extra.sum()), 30.0,
+                 "the cloud with the new blocks", log_tail)
         processes[1].send_signal(signal.SIGTERM)
         assert processes[1].wait(timeout=30) == 0, log.read_text()[-3000:]
     finally:
