@@ -85,6 +85,30 @@ def test_generate_and_bench(tmp_path):
     assert row[0] == "small" and int(row[1]) == int(keep.sum())
 
 
+def test_scaling_columns_are_whole_disjoint_blocks_under_a_column():
+    """The scaling benchmark's increments: each a set of whole blocks under a 1 m column of
+    the map, no block in two of them, as many as asked while they fit."""
+    from occuseg_ros.core.bench import PATCH_M, disjoint_columns, tiled_map
+    from occuseg_ros.core.surface_map import grid_keys
+
+    room = generate_room(2, size_range_m=(4.0, 4.5))
+    xyz, _ = tiled_map(room.xyz.astype(np.float32), room.rgb, 0.05, 60_000)
+    columns = disjoint_columns(xyz, 0.16, 6, np.random.default_rng(0))
+    assert len(columns) == 6
+    blocks = grid_keys(xyz, 0.16)
+    owner = np.full(xyz.shape[0], -1)
+    for k, column in enumerate(columns):
+        assert column.any() and (owner[column] == -1).all(), "columns share points"
+        owner[column] = k
+        inside = np.isin(blocks, blocks[column])
+        np.testing.assert_array_equal(inside, column)  # whole blocks, nothing else
+        extent = xyz[column, :2].max(axis=0) - xyz[column, :2].min(axis=0)
+        assert (extent <= PATCH_M + 2 * 0.16 + 1e-6).all()
+    # A map too small for that many: fewer columns, still disjoint.
+    small = disjoint_columns(xyz[:2000], 0.16, 50, np.random.default_rng(1))
+    assert 1 <= len(small) < 50
+
+
 def test_bench_scaling_table():
     """Two small map sizes, one increment each: both rows per size, the map sizes asked for
     and an incremental pass that ran the network on part of the map only."""

@@ -12,6 +12,7 @@ from cumm.tensorview.gemm import Activation
 from spconv.core import ConvAlgo
 from spconv.tools import CUDAKernelTimer
 
+from occuseg_ros.core import sparse_conv
 from occuseg_ros.core.sparse_conv import install_cpu_sparse_conv
 
 install_cpu_sparse_conv()
@@ -19,8 +20,17 @@ install_cpu_sparse_conv()
 GRID = 14  # even, so the k2 s2 convolution halves it exactly
 
 
-# spconv's own CPU forward races at 2+ threads; everything here must hold at 2.
-pytestmark = pytest.mark.usefixtures("two_threads")
+# spconv's own CPU forward races at 2+ threads; everything here must hold at 2, in both
+# forward forms (the per-offset loop and the fused product, chosen by input size).
+pytestmark = pytest.mark.usefixtures("two_threads", "forward_form")
+
+
+@pytest.fixture(params=["per_offset", "fused"])
+def forward_form(request, monkeypatch) -> str:
+    """Run the test with every convolution in one forward form."""
+    monkeypatch.setattr(sparse_conv, "FUSED_MAX_ELEMENTS",
+                        0 if request.param == "per_offset" else 10 ** 12)
+    return request.param
 
 
 def random_sparse(num: int, channels: int, grid: int = GRID, seed: int = 0,
@@ -158,6 +168,28 @@ def test_gradcheck_inverse() -> None:
     with torch.no_grad():
         coarse = down(random_sparse(40, 2, 6))
     gradcheck_conv(up, coarse)
+
+
+def test_both_forward_forms_agree_on_a_real_network_crop(monkeypatch) -> None:
+    """The size rule in the network: a crop of a generated room through the default UNet
+    gives the same outputs whichever form each convolution takes."""
+    from occuseg_ros.core.model import NetworkConfig, OccuSegNet, make_sparse_input
+    from occuseg_ros.core.synthetic import generate_room
+    from occuseg_ros.core.voxels import voxelize
+
+    room = generate_room(2, size_range_m=(3.0, 3.5))
+    grid = voxelize(room.xyz, 0.05, room.rgb)
+    torch.manual_seed(0)
+    net = OccuSegNet(NetworkConfig()).eval()
+    feats, coords = make_sparse_input(grid.coords, grid.rgb * 2.0 - 1.0, anchor=None, step=16)
+    outputs = {}
+    for form, limit in (("per_offset", 0), ("fused", 10 ** 12), ("by_size", 200_000)):
+        monkeypatch.setattr(sparse_conv, "FUSED_MAX_ELEMENTS", limit)
+        with torch.inference_mode():
+            outputs[form] = net(feats, coords, 1)
+    for form in ("fused", "by_size"):
+        for name, value in outputs["per_offset"].items():
+            torch.testing.assert_close(outputs[form][name], value, rtol=1e-4, atol=1e-5)
 
 
 def test_install_is_idempotent_and_backward_runs() -> None:
