@@ -265,7 +265,10 @@ class IncrementalSegmenter:
             "prior_id": ((), np.uint32, 0), "seen_colour": ((3,), np.float32, -1),
             "embedding": ((0,), np.float32, 0), "center": ((3,), np.float32, 0),
             "bandwidth": ((2,), np.float32, 1), "log_occupancy": ((), np.float32, 0),
-            "prob": ((0,), np.float32, 0)})
+            "prob": ((0,), np.float32, 0),
+            # Scratch: a slot's row in the region being re-cut, -1 outside it (kept -1
+            # between updates, so the lookup costs the region, not the map).
+            "region_row": ((), np.int32, -1)})
         self._free_slots: list[int] = []
         self._orphaned: list[np.ndarray] = []  # super-voxels that lost a voxel
         self._slot_end = 0
@@ -626,10 +629,11 @@ class IncrementalSegmenter:
 
         # Felzenszwalb on the edges among the region's voxels (the full kernel's edge list
         # restricted to them, in the same order).
-        # (The region is in key order, so a neighbour's row in it is found by its key.)
         nb = v["neighbors"][region]
-        row, found = find_sorted(v["key"][region], v["key"][np.maximum(nb, 0)])
-        local_nb = np.where((nb >= 0) & found, row, -1).astype(np.int32)
+        region_row = v["region_row"]
+        region_row[region] = np.arange(region.size, dtype=np.int32)
+        local_nb = np.where(nb >= 0, region_row[np.maximum(nb, 0)], -1).astype(np.int32)
+        region_row[region] = -1
         if labels is None:
             colour = colour_from_sums(v["rgb_sum"][region], v["count"][region])
             guide = Guide(v["embedding"][region], v["center"][region], v["bandwidth"][region])
