@@ -72,9 +72,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patches", type=int, default=5,
                    help="timed increments per map size for --scaling (p50, p95)")
     p.add_argument("--refresh-margin-m", type=float, default=None,
-                   help="--scaling: the incremental refresh margin (default: the node's)")
+                   help="--scaling: the incremental refresh margin, metres (default: the "
+                        "node's for the device)")
     p.add_argument("--context-margin-m", type=float, default=None,
-                   help="--scaling: the incremental context margin (default: the node's)")
+                   help="--scaling: the incremental context margin, metres (default: the "
+                        "node's for the device)")
     _add_params_file(p)
 
 
@@ -402,15 +404,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .core.bench import SCALING_SIZES, run_benchmark, run_scaling_benchmark
+    from .core.checkpoint import resolve_device
     from .core.incremental import IncrementalConfig
 
     if args.scaling:
-        defaults = IncrementalConfig()
-        margins = IncrementalConfig(
-            defaults.refresh_margin_m if args.refresh_margin_m is None else
-            args.refresh_margin_m,
-            defaults.context_margin_m if args.context_margin_m is None else
-            args.context_margin_m)
+        margins = IncrementalConfig.for_device(resolve_device(args.device).type,
+                                               args.refresh_margin_m, args.context_margin_m)
         print(run_scaling_benchmark(args.model, args.device, args.sizes or SCALING_SIZES,
                                     args.patches, _pipeline_config(args.params_file), margins))
         return 0

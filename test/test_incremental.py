@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from occuseg_ros.core.checkpoint import NetworkPredictor
-from occuseg_ros.core.incremental import IncrementalConfig, group_boxes, prediction_difference
+from occuseg_ros.core.incremental import (DEVICE_MARGIN_M, IncrementalConfig, group_boxes,
+                                          prediction_difference)
 from occuseg_ros.core.pipeline import PipelineConfig, segment_points
 from occuseg_ros.core.segmenter import Segmenter, compare_maps
 from occuseg_ros.core.surface_map import SurfaceMap, grid_keys
@@ -133,11 +134,18 @@ def test_box_queries_and_the_minimum_corner_follow_the_map(predictor, room, two_
             np.testing.assert_array_equal(engine._box_slots(lo, hi), live[inside])
 
 
-def test_default_margins_stay_close_to_a_full_recompute(predictor, room, two_threads):
+# Bounds per device's default margins: measured 99.8 % / 0.96 / 0.23 % at CUDA's 0.8 m and
+# 95.4 % / 0.75 / 4.1 % at the CPU's 0.4 m (the latency setting; BENCHMARKS.md).
+@pytest.mark.parametrize("device, same_class, mean_iou, other_class",
+                         [("cuda", 0.99, 0.85, 0.01), ("cpu", 0.94, 0.70, 0.05)])
+def test_default_margins_stay_close_to_a_full_recompute(predictor, room, two_threads, device,
+                                                        same_class, mean_iou, other_class):
+    """Each device's default margins (the network itself runs on the CPU here), on the hard
+    case: every update brings a quarter of the room, then a repaint and a cut."""
     xyz, rgb = room
     config = _config(predictor)
     m = SurfaceMap(0.16, 0.02, 10 ** 7)
-    segmenter = Segmenter(predictor, config)
+    segmenter = Segmenter(predictor, config, incremental=IncrementalConfig.for_device(device))
     network_voxels = []
     for kind, sel in _edits(xyz, rgb):
         _apply(m, kind, sel, xyz, rgb)
@@ -151,11 +159,11 @@ def test_default_margins_stay_close_to_a_full_recompute(predictor, room, two_thr
     # Outputs beyond the refresh margin stay as they were, which moves a few instance
     # boundaries (BENCHMARKS.md tabulates margins against agreement).
     agreement = compare_maps(seg, full)
-    assert agreement.semantic > 0.99
-    assert agreement.mean_iou > 0.85
     diff = prediction_difference(segmenter.engine, full_segmenter.engine)
+    assert agreement.semantic > same_class
+    assert agreement.mean_iou > mean_iou
     assert diff.voxels == seg.num_voxels
-    assert diff.class_disagreement < 0.01
+    assert diff.class_disagreement < other_class
     assert 0.0 < diff.max_abs_probability <= 1.0
 
 
@@ -263,6 +271,13 @@ def test_margins_are_checked(predictor):
                   incremental=IncrementalConfig(refresh_margin_m=0.05))
     with pytest.raises(ValueError, match="non-negative"):
         IncrementalConfig(context_margin_m=-1.0)
+    # Each margin not given is the device's default.
+    cpu = IncrementalConfig.for_device("cpu", context_margin_m=1.5, colour_tolerance=0.01)
+    assert (cpu.refresh_margin_m, cpu.context_margin_m, cpu.colour_tolerance) == (
+        DEVICE_MARGIN_M["cpu"], 1.5, 0.01)
+    cuda = IncrementalConfig.for_device("cuda")
+    assert (cuda.refresh_margin_m, cuda.context_margin_m) == (DEVICE_MARGIN_M["cuda"],) * 2
+    assert DEVICE_MARGIN_M["cpu"] < DEVICE_MARGIN_M["cuda"]
 
 
 def test_only_what_the_network_sees_counts_as_a_change(predictor, room, two_threads):

@@ -365,6 +365,8 @@ def test_occuseg_node_command_runs_the_node_in_its_own_process(ros_context, mode
         output = node.communicate(timeout=20)[0]
     assert node.returncode == 0, output
     assert "occuseg_default" in output or str(model_path) in output
+    # The shipped file leaves the margins to the device: the CPU's.
+    assert "margins refresh 0.4 m, context 0.4 m" in output, output
 
 
 def test_shipped_parameter_file_matches_the_node_defaults():

@@ -199,7 +199,7 @@ def run_scaling_benchmark(model: Path | None = None, device: str = "auto",
     network = NetworkPredictor.from_checkpoint(path, device)
     config = config or PipelineConfig()
     config.voxel_size_m = network.voxel_size_m
-    incremental = incremental or IncrementalConfig()
+    incremental = incremental or IncrementalConfig.for_device(torch_device.type)
     room = generate_room(BENCH_ROOM_SEED, size_range_m=BENCH_ROOM_SIZE_M)
     room_xyz = room.xyz.astype(np.float32)
     rng = np.random.default_rng(0)

@@ -82,12 +82,14 @@ NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
     "input_mode": ("increment", "increment: messages replace the blocks they touch; "
                                 "snapshot: each message is the whole surface"),
     "block_size_m": (0.16, "block edge of surface increments, metres (the reconstructor's)"),
-    "refresh_margin_m": (IncrementalConfig.refresh_margin_m,
+    "refresh_margin_m": (-1.0,
                          "network outputs and super-voxels are recomputed within this distance "
-                         "of a changed voxel, metres"),
-    "context_margin_m": (IncrementalConfig.context_margin_m,
+                         "of a changed voxel, metres; negative: the device's default (0.4 on "
+                         "the CPU, 0.8 on CUDA)"),
+    "context_margin_m": (-1.0,
                          "further context the network sees around the refreshed region, "
-                         "metres"),
+                         "metres; negative: the device's default (0.4 on the CPU, 0.8 on "
+                         "CUDA)"),
     "colour_tolerance": (IncrementalConfig.colour_tolerance,
                          "a voxel whose mean colour (RGB in [0, 1]) moved by at most this since "
                          "the network saw it is not refreshed; 0: exact"),
@@ -147,12 +149,17 @@ class SegmentationNode(Node):
         predictor = NetworkPredictor.from_checkpoint(model_path, p["device"],
                                                      p["half_precision"])
         config.voxel_size_m = predictor.voxel_size_m  # the model was trained at its size
+        margins = IncrementalConfig.for_device(
+            predictor.device.type,
+            p["refresh_margin_m"] if p["refresh_margin_m"] >= 0 else None,
+            p["context_margin_m"] if p["context_margin_m"] >= 0 else None,
+            p["colour_tolerance"])
         self.get_logger().info(f"model {model_path} on {predictor.device}, "
-                               f"{config.voxel_size_m * 100:.0f} cm voxels")
-        self._segmenter = Segmenter(
-            predictor, config, p["instance_min_overlap"],
-            IncrementalConfig(p["refresh_margin_m"], p["context_margin_m"],
-                              p["colour_tolerance"]), p["block_size_m"])
+                               f"{config.voxel_size_m * 100:.0f} cm voxels; margins refresh "
+                               f"{margins.refresh_margin_m} m, context "
+                               f"{margins.context_margin_m} m")
+        self._segmenter = Segmenter(predictor, config, p["instance_min_overlap"], margins,
+                                    p["block_size_m"])
         self._map = SurfaceMap(p["block_size_m"], min(p["tsdf_voxel_size_m"],
                                                       p["block_size_m"]), p["max_points"])
 
