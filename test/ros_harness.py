@@ -10,33 +10,23 @@ import threading
 import time
 from typing import Any, Callable
 
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from occuseg_ros.ros.graph import NodeThreads
+
 
 class Spinner:
-    """Spins nodes in a background MultiThreadedExecutor until :meth:`close`."""
+    """Spins nodes, each in its own single-threaded executor and thread (as the package's
+    processes do: :class:`occuseg_ros.ros.graph.NodeThreads`), until :meth:`close`, which
+    also destroys them."""
 
-    def __init__(self, *nodes: Node, threads: int = 4) -> None:
+    def __init__(self, *nodes: Node) -> None:
         self.nodes = list(nodes)
-        self.executor = MultiThreadedExecutor(num_threads=threads)
-        for node in self.nodes:
-            self.executor.add_node(node)
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while not self._stop.is_set():
-            self.executor.spin_once(timeout_sec=0.05)
+        self._threads = NodeThreads(*nodes)
 
     def close(self) -> None:
-        # Stop spinning first, then shut the executor down: shutting it down under a
-        # spinning thread races with a callback that wakes the executor's destroyed guard.
-        self._stop.set()
-        self.thread.join(timeout=10.0)
-        self.executor.shutdown(timeout_sec=5.0)
+        self._threads.stop()
         for node in self.nodes:
             node.destroy_node()
 

@@ -330,7 +330,7 @@ def record_live(out: Path, duration_s: float, topics: dict[str, str], storage: s
     recorded. Returns the message count per topic.
     """
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from .graph import NodeThreads
 
     from .live import create_node, live_nodes
 
@@ -346,18 +346,13 @@ def record_live(out: Path, duration_s: float, topics: dict[str, str], storage: s
         recorder_node = Node("occuseg_bag_recorder")
         nodes.append(recorder_node)
         recorder = BagRecorder(recorder_node, out, topics, storage)
-        executor = MultiThreadedExecutor(num_threads=4)
-        for node in nodes:
-            executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
+        spinners = NodeThreads(*nodes)
         try:
             time.sleep(duration_s)
         except KeyboardInterrupt:
             pass
         recorder.close()
-        executor.shutdown(timeout_sec=10.0)
-        spinner.join(timeout=30.0)
+        spinners.stop()
         return recorder.counts
     finally:
         for node in nodes:

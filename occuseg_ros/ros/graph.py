@@ -4,10 +4,11 @@ questions about the ROS graph its diagnostics ask."""
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any, Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from .conversions import MessageError, message_from_bytes
@@ -26,10 +27,17 @@ def wrong_type_publishers(node: Node, topic: str, msg_type: type) -> int:
                for info in node.get_publishers_info_by_topic(node.resolve_topic_name(topic)))
 
 
-def spin_node(node_class: type, program: str, args: list[str] | None = None,
-              threads: int = 3) -> None:
-    """Run one node under a multi-threaded executor until Ctrl-C or SIGTERM: every node's
-    ``main``. The executor is stopped (callbacks in flight finish) before the node is
+# Executors: one single-threaded executor per node. rclpy's MultiThreadedExecutor (9.1)
+# delays callbacks by up to seconds: a cloud echoed through two nodes in one process took p50
+# 129 ms, p95 2.8 s in one MultiThreadedExecutor (4 or 2 threads alike) and p50 4 ms, p95 5 ms
+# with a SingleThreadedExecutor per node (2 cores, BENCHMARKS.md). A node's callbacks then run
+# one at a time: inputs that arrive during a segmentation wait in their DDS queue (reliable,
+# depth 50 by default) and are stored right after it.
+
+
+def spin_node(node_class: type, program: str, args: list[str] | None = None) -> None:
+    """Run one node under a single-threaded executor until Ctrl-C or SIGTERM: every node's
+    ``main``. The executor is stopped (a callback in flight finishes) before the node is
     destroyed, so ``destroy_node`` may save state without racing a callback.
 
     A configuration that cannot work (a bad parameter, a missing model) ends the process
@@ -40,7 +48,7 @@ def spin_node(node_class: type, program: str, args: list[str] | None = None,
     executor = None
     try:
         node = node_class()
-        executor = MultiThreadedExecutor(num_threads=threads)
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -50,11 +58,46 @@ def spin_node(node_class: type, program: str, args: list[str] | None = None,
         raise SystemExit(2) from None
     finally:
         if executor is not None:
-            executor.shutdown()  # callbacks in flight finish before the node's last words
+            executor.shutdown()  # a callback in flight finishes before the node's last words
         if node is not None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+class NodeThreads:
+    """Several nodes in one process, each spun by its own single-threaded executor in a
+    thread of its own (see the note above :func:`spin_node`), until :meth:`stop`."""
+
+    def __init__(self, *nodes: Node) -> None:
+        self.nodes = list(nodes)
+        self._stop = threading.Event()
+        self._executors: list[SingleThreadedExecutor] = []
+        self._threads: list[threading.Thread] = []
+        for node in self.nodes:
+            executor = SingleThreadedExecutor(context=node.context)
+            executor.add_node(node)
+            thread = threading.Thread(target=self._spin, args=(executor,), daemon=True,
+                                      name=f"spin {node.get_name()}")
+            self._executors.append(executor)
+            self._threads.append(thread)
+            thread.start()
+
+    def _spin(self, executor: SingleThreadedExecutor) -> None:
+        # Short waits, so stop() never has to wake an executor whose guard it is destroying.
+        while not self._stop.is_set():
+            try:
+                executor.spin_once(timeout_sec=0.05)
+            except ExternalShutdownException:
+                return
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Let each callback in flight finish, then stop spinning (the nodes stay alive)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=timeout_s)
+        for executor in self._executors:
+            executor.shutdown(timeout_sec=5.0)
 
 
 def decoding(msg_type: type, callback: Callable[[Any], None],

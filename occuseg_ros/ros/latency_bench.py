@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -27,6 +26,7 @@ from ..core.bench import machine_description
 from ..core.checkpoint import resolve_device
 from ..core.scene import load_scene
 from .conversions import cloud_msg_from_arrays, packed_from_rgb
+from .graph import NodeThreads
 from .segmentation_node import SegmentationNode
 
 
@@ -62,11 +62,7 @@ def run_latency_benchmark(scene_path: Path, model: Path | None = None, device: s
         client.create_subscription(PointCloud2, "/occuseg/segmented_cloud", output_callback,
                                    QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE,
                                               durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
-        executor.add_node(client)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
+        spinners = NodeThreads(node, client)
         deadline = time.monotonic() + 30.0
         while pub.get_subscription_count() < 1 or client.count_publishers(
                 "/occuseg/segmented_cloud") < 1:
@@ -91,8 +87,7 @@ def run_latency_benchmark(scene_path: Path, model: Path | None = None, device: s
             rows.append((k, int(part.sum()), node.map_points, stats.get("total_ms", 0.0),
                          stats.get("network_ms", 0.0), stats.get("publish_ms", 0.0),
                          latency_ms, node.num_instances))
-        executor.shutdown(timeout_sec=5.0)
-        spinner.join(timeout=10.0)
+        spinners.stop()
         node.destroy_node()
         client.destroy_node()
     finally:

@@ -2,8 +2,9 @@
 
 :func:`live_nodes` is the single description of what runs; ``launch/live.launch.py`` turns
 it into launch_ros ``Node`` actions (one process per node, ``ros2 launch``), and
-``occuseg live`` (:func:`run_live`) instantiates the same nodes in one process under a
-multi-threaded executor, where ``ros2 launch`` is not installed. The two cannot drift apart.
+``occuseg live`` (:func:`run_live`) instantiates the same nodes in one process, each spun in
+a thread of its own (:class:`occuseg_ros.ros.graph.NodeThreads`), where ``ros2 launch`` is not
+installed. The two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -154,12 +155,12 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
         memory_period_s: seconds between two RSS samples.
     """
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
 
     from ..core.evaluation import format_table
     from ..core.memory import MemorySampler
     from ..core.picture import room_picture, write_png
     from ..core.segmenter import save_labelled_map
+    from .graph import NodeThreads
 
     sampler = MemorySampler(memory_period_s)  # checks the period before anything starts
     overrides = overrides or {}
@@ -167,19 +168,14 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
     rclpy.init(args=context_args)
     nodes: dict[str, Any] = {}
     viewer = None
-    executor = None
-    spinner = None
+    spinners = None
     started = time.monotonic()
     try:
         for spec in live_nodes("sim"):
             nodes[spec.name] = create_node(spec, overrides.get(spec.name))
         camera, reconstructor, segmenter = (nodes["sim_camera"], nodes["rgbd_reconstructor"],
                                             nodes["occuseg"])
-        executor = MultiThreadedExecutor(num_threads=4)
-        for node in nodes.values():
-            executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
+        spinners = NodeThreads(*nodes.values())
         if viewer_address is not None:
             from ..core.viewer import MapViewer
 
@@ -225,9 +221,8 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
         deadline = time.monotonic() + 60.0
         while not segmenter.is_up_to_date and time.monotonic() < deadline:
             time.sleep(0.1)
-        executor.shutdown(timeout_sec=10.0)
-        spinner.join(timeout=30.0)
-        spinner = None
+        spinners.stop()
+        spinners = None
         if status is not None:
             status.write("\r" + _status_line(elapsed, camera, reconstructor, segmenter) + "\n")
         seg = segmenter.last_segmentation
@@ -269,9 +264,8 @@ def run_live(out_dir: Path, duration_s: float = 90.0, params_file: Path | None =
             sampler.stop()
         if viewer is not None:
             viewer.close()
-        if executor is not None and spinner is not None:
-            executor.shutdown(timeout_sec=10.0)
-            spinner.join(timeout=30.0)
+        if spinners is not None:
+            spinners.stop()
         for node in nodes.values():
             node.destroy_node()
         if rclpy.ok():

@@ -469,7 +469,7 @@ def _nearest(items: list[tuple[float, Any]], stamp: float, tolerance: float) -> 
 
 def main(args: list[str] | None = None) -> None:
     """Run the node until Ctrl-C (``ros2 run occuseg_ros rgbd_reconstructor``)."""
-    spin_node(RgbdReconstructorNode, "rgbd_reconstructor", args, threads=4)
+    spin_node(RgbdReconstructorNode, "rgbd_reconstructor", args)
 
 
 if __name__ == "__main__":

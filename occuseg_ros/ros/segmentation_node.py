@@ -749,7 +749,7 @@ def _detections(seg: MapSegmentation, header: Header):
 
 def main(args: list[str] | None = None) -> None:
     """Run the node until Ctrl-C (``ros2 run occuseg_ros occuseg_node``)."""
-    spin_node(SegmentationNode, "occuseg_node", args, threads=3)
+    spin_node(SegmentationNode, "occuseg_node", args)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ class SimCameraNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     """Run the simulated camera until Ctrl-C (``ros2 run occuseg_ros sim_camera``)."""
-    spin_node(SimCameraNode, "sim_camera", args, threads=2)
+    spin_node(SimCameraNode, "sim_camera", args)
 
 
 if __name__ == "__main__":
