@@ -15,8 +15,10 @@ per instance), ``~/detections`` (vision_msgs/Detection3DArray, where vision_msgs
 ``/diagnostics``. Services ``~/save_map``, ``~/reset`` and ``~/load_map`` (std_srvs/Trigger).
 
 Callbacks only validate and store into the map; a timer in its own callback group segments
-at ``segment_rate_hz`` when the map changed, so the executor never waits on inference. Each
-tick is incremental (:mod:`occuseg_ros.core.incremental`): only the blocks changed since the
+at ``segment_rate_hz`` when the map changed. The callback groups make the node safe under a
+multi-threaded executor; its own processes spin it single-threaded
+(:func:`occuseg_ros.ros.graph.spin_node`, which says why), where inputs arriving during a
+segmentation wait in their DDS queue and are stored right after it. Each tick is incremental (:mod:`occuseg_ros.core.incremental`): only the blocks changed since the
 last tick are recomputed, within ``refresh_margin_m`` (network context
 ``context_margin_m``).
 
