@@ -3,6 +3,7 @@ questions about the ROS graph its diagnostics ask."""
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 from typing import Any, Callable
@@ -10,6 +11,7 @@ from typing import Any, Callable
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from .conversions import MessageError, message_from_bytes
 
@@ -37,28 +39,35 @@ def wrong_type_publishers(node: Node, topic: str, msg_type: type) -> int:
 
 def spin_node(node_class: type, program: str, args: list[str] | None = None) -> None:
     """Run one node under a single-threaded executor until Ctrl-C or SIGTERM: every node's
-    ``main``. The executor is stopped (a callback in flight finishes) before the node is
-    destroyed, so ``destroy_node`` may save state without racing a callback.
+    ``main``. A signal only asks to stop: the callback in flight finishes (the executor runs
+    callbacks in this, the main thread, where a KeyboardInterrupt would cut one short), then
+    the node is destroyed, so ``destroy_node`` may save state from a consistent node.
 
     A configuration that cannot work (a bad parameter, a missing model) ends the process
     with one line on stderr and exit status 2 instead of a traceback.
     """
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     node = None
     executor = None
     try:
         node = node_class()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
         pass
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"{program}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if executor is not None:
-            executor.shutdown()  # a callback in flight finishes before the node's last words
+            executor.shutdown()
         if node is not None:
             node.destroy_node()
         if rclpy.ok():
