@@ -3,6 +3,7 @@ resuming its map in-process, and a node process killed with SIGKILL and restarte
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -338,14 +339,18 @@ def _node_process(model_path: Path, map_dir: Path, log: Path, period_s: float
                                 stderr=subprocess.STDOUT)
 
 
+def _log_tail(log: Path) -> str:
+    """The end of the node processes' log, for a failure message."""
+    return f"node log:\n{log.read_text()[-3000:]}"
+
+
 def _running(process: subprocess.Popen, log: Path, condition: Callable[[], Any]
              ) -> Callable[[], Any]:
     """``condition`` for wait_for that fails at once, with the log, if ``process`` exited."""
 
     def check() -> Any:
         if process.poll() is not None:
-            raise AssertionError(f"the node exited with {process.returncode}:\n"
-                                 f"{log.read_text()[-3000:]}")
+            raise AssertionError(f"the node exited with {process.returncode}; {_log_tail(log)}")
         return condition()
 
     return check
@@ -401,10 +406,7 @@ def test_sigkilled_node_restarts_with_its_map_and_instance_ids(ros_context, mode
         return state if state.num_points == room.num_points and state.num_instances else None
 
     processes: list[subprocess.Popen] = []
-
-    def log_tail() -> str:
-        return f"node log (both runs):\n{log.read_text()[-3000:]}"
-
+    log_tail = functools.partial(_log_tail, log)
     try:
         processes.append(_node_process(model_path, map_dir, log, period_s=1.0))
         wait_for(_running(processes[0], log, lambda: pub.get_subscription_count() >= 1), 60.0,
@@ -447,7 +449,7 @@ def test_sigkilled_node_restarts_with_its_map_and_instance_ids(ros_context, mode
                           == room.num_points + extra.sum()), 30.0,
                  "the cloud with the new blocks", log_tail)
         processes[1].send_signal(signal.SIGTERM)
-        assert processes[1].wait(timeout=30) == 0, log.read_text()[-3000:]
+        assert processes[1].wait(timeout=30) == 0, log_tail()
     finally:
         spinner.close()
         for process in processes:

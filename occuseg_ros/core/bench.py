@@ -215,9 +215,8 @@ def run_scaling_benchmark(model: Path | None = None, device: str = "auto",
         full = {k: float(np.median([r.get(k, 0.0) for r in full_runs])) for k in UPDATE_STAGES}
         # The first map's first column is a warm-up (Numba loads the incremental kernels'
         # signatures on their first call in a process), not timed.
-        warm_up = size == sizes[0]
-        columns = disjoint_columns(xyz, block_size_m, patches + int(warm_up), rng)
-        warm_up = warm_up and len(columns) > 1
+        first_size = size == sizes[0]
+        columns = disjoint_columns(xyz, block_size_m, patches + int(first_size), rng)
         if not columns:
             raise ValueError(f"no {PATCH_M} m column fits a map of {size} voxels")
         missing = np.logical_or.reduce(columns)
@@ -225,7 +224,7 @@ def run_scaling_benchmark(model: Path | None = None, device: str = "auto",
         m.replace_all(xyz[~missing], rgb[~missing])
         segmenter = Segmenter(network, config, incremental=incremental)
         segmenter.update(m.take_changes(), *m.points())
-        if warm_up:
+        if first_size and len(columns) > 1:  # keep at least one column to time
             first = columns.pop(0)
             m.replace_blocks(xyz[first], rgb[first])
             segmenter.update(m.take_changes(), *m.points())

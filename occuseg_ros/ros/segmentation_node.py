@@ -18,9 +18,9 @@ Callbacks only validate and store into the map; a timer in its own callback grou
 at ``segment_rate_hz`` when the map changed. The callback groups make the node safe under a
 multi-threaded executor; its own processes spin it single-threaded
 (:func:`occuseg_ros.ros.graph.spin_node`, which says why), where inputs arriving during a
-segmentation wait in their DDS queue and are stored right after it. Each tick is incremental (:mod:`occuseg_ros.core.incremental`): only the blocks changed since the
-last tick are recomputed, within ``refresh_margin_m`` (network context
-``context_margin_m``).
+segmentation wait in their DDS queue and are stored right after it. Each tick is incremental
+(:mod:`occuseg_ros.core.incremental`): only the blocks changed since the last tick are
+recomputed, within ``refresh_margin_m`` (network context ``context_margin_m``).
 
 Persistence (``map_dir``, see :mod:`occuseg_ros.core.map_store`): every
 ``snapshot_period_s`` when the map changed, and on shutdown, the map, its frame and the
