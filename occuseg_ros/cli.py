@@ -166,6 +166,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-levels", type=int, default=d.network["num_levels"])
     p.add_argument("--embedding-dim", type=int, default=d.network["embedding_dim"])
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--class-balance", type=float, default=d.class_balance, metavar="P",
+                   help="weigh the semantic cross entropy by (class frequency / median)^-P "
+                        "over the training scenes (0: unweighted, as in the paper)")
     p.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
     p.add_argument("--init-from", type=Path, default=None,
                    help="checkpoint whose weights start a new run (fine-tuning: fresh optimiser "
@@ -444,6 +447,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          val_files=[str(f) for f in args.val_files], val_every=args.val_every,
                          voxel_size_m=args.voxel_size_m, network=network.to_dict(),
                          loss={**TrainConfig().loss, **dict(args.loss)}, seed=args.seed,
+                         class_balance=args.class_balance,
                          init_from=None if args.init_from is None else str(args.init_from))
     best = train(config, resolve_device(args.device), resume=args.resume)
     print(f"best checkpoint: {best}")

@@ -48,6 +48,34 @@ def test_semantic_cross_entropy_ignores_minus_100() -> None:
     assert semantic_loss(logits, target).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_semantic_class_weights_give_the_weighted_mean() -> None:
+    # Same voxels as above, class weights (2, 5): voxels 0 and 1 are class 0 (weight 2) and
+    # a class-1 voxel with logits (0, ln 4) has p = 4/5 (weight 5). Weighted mean over voxels:
+    # (2 ln 2 - 2 ln(3/4) - 5 ln(4/5)) / (2 + 2 + 5).
+    logits = t([[0.0, 0.0], [math.log(3.0), 0.0], [0.0, math.log(4.0)], [50.0, -50.0]])
+    target = ids([0, 0, 1, -100])
+    expected = (2 * math.log(2.0) - 2 * math.log(0.75) - 5 * math.log(0.8)) / 9.0
+    assert semantic_loss(logits, target, (2.0, 5.0)).item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="3 class weights for 2 classes"):
+        semantic_loss(logits, target, (1.0, 1.0, 1.0))
+
+
+def test_joint_uses_the_configs_class_weights() -> None:
+    logits = t([[0.0, 0.0], [0.0, math.log(4.0)]])
+    zeros = torch.zeros(2, 3)
+    kwargs = dict(semantic_target=ids([0, 1]), instance_target=ids([-1, -1]), positions=zeros)
+    _, parts = joint_loss(logits, torch.zeros(2, 4), zeros, torch.ones(2, 2), torch.zeros(2),
+                          config=LossConfig(class_weights=(1.0, 3.0)), **kwargs)
+    assert parts["semantic"] == pytest.approx((math.log(2.0) - 3 * math.log(0.8)) / 4.0,
+                                              rel=1e-6)
+
+
+@pytest.mark.parametrize("weights", [(), (1.0, 0.0), (1.0, -2.0), (1.0, math.nan)])
+def test_config_rejects_bad_class_weights(weights) -> None:
+    with pytest.raises(ValueError, match="class_weights"):
+        LossConfig(class_weights=weights)
+
+
 def test_semantic_all_ignored_is_zero_with_graph() -> None:
     logits = t([[1.0, 2.0]]).requires_grad_()
     loss = semantic_loss(logits, ids([-100]))

@@ -8,8 +8,17 @@ from occuseg_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from occuseg_ros.core.labels import SCANNET20_IDS
 from occuseg_ros.core.losses import IGNORE_INDEX, LossConfig
 from occuseg_ros.core.model import NetworkConfig, OccuSegNet
-from occuseg_ros.core.training import TrainConfig, batch_loss, make_sample, train
+from occuseg_ros.core.scene import Scene, save_scene
 from occuseg_ros.core.synthetic import generate_room
+from occuseg_ros.core.training import (
+    CLASS_WEIGHT_RANGE,
+    SceneSource,
+    TrainConfig,
+    batch_loss,
+    class_balance_weights,
+    make_sample,
+    train,
+)
 
 TINY = NetworkConfig(base_channels=8, num_levels=3, embedding_dim=8).to_dict()
 
@@ -95,3 +104,38 @@ def test_init_from_takes_the_checkpoint_weights_and_shape(tmp_path):
 def test_overlapping_validation_seeds_are_refused():
     with pytest.raises(ValueError, match="overlap"):
         TrainConfig(train_seeds=(0, 10), val_seeds=(5, 6))
+
+
+def test_class_balance_weights_follow_label_frequencies(tmp_path):
+    # Two scene files: wall (1) 800 points, chair (5) 200, table (7) 50, sink (34) 1, and a
+    # label outside the training set (40) that must not count.
+    labels = np.repeat([1, 5, 7, 34, 40], [800, 200, 50, 1, 30])
+    files = []
+    for k, part in enumerate((labels[:500], labels[500:])):
+        path = tmp_path / f"s{k}.npz"
+        save_scene(path, Scene(xyz=np.zeros((part.size, 3), np.float32),
+                               rgb=np.zeros((part.size, 3), np.uint8), semantic=part,
+                               instance=np.zeros(part.size, np.int64)))
+        files.append(str(path))
+    ids = list(SCANNET20_IDS)
+    weights = dict(zip(ids, class_balance_weights(SceneSource((0, 1), files), ids, 0.5)))
+    median = np.median([800, 200, 50, 1])  # 125
+    assert weights[1] == pytest.approx((800 / median) ** -0.5)
+    assert weights[5] == pytest.approx((200 / median) ** -0.5)
+    assert weights[7] == pytest.approx((50 / median) ** -0.5)
+    assert weights[34] == CLASS_WEIGHT_RANGE  # (1 / 125) ** -0.5 = 11.2, clipped
+    assert weights[2] == 1.0  # floor is in no scene
+    flat = class_balance_weights(SceneSource((0, 1), files), ids, 0.0)
+    assert flat == (1.0,) * len(ids)
+
+
+def test_class_balance_puts_the_weights_in_the_run_config(tmp_path):
+    config = TrainConfig(out_dir=str(tmp_path), steps=1, batch_size=1, crop_m=1.5,
+                         train_seeds=(0, 2), val_seeds=(500, 501), val_every=1, network=TINY,
+                         class_balance=0.5)
+    messages = []
+    train(config, torch.device("cpu"), log=messages.append)
+    assert any(m.startswith("semantic class weights 1:") for m in messages)
+    _, meta = load_checkpoint(tmp_path / "last.pt", torch.device("cpu"))
+    stored = meta["train_config"]["loss"]["class_weights"]
+    assert len(stored) == len(SCANNET20_IDS) and min(stored) < 1.0 < max(stored)

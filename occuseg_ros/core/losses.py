@@ -26,9 +26,11 @@ graph intact, so ``backward()`` gives zero gradients) when there are no instance
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -62,6 +64,9 @@ class LossConfig:
         covariance_chunk_elements: most (instances x voxels) entries the covariance term builds
             at once; more instances than that are processed in chunks, each recomputed in the
             backward pass, so memory stays O(covariance_chunk_elements).
+        class_weights: one weight per class of L_c (the cross entropy becomes the weighted mean
+            over voxels); None = unweighted, as in the paper. See
+            :func:`occuseg_ros.core.training.class_balance_weights`.
     """
 
     delta_v: float = 0.1
@@ -75,6 +80,7 @@ class LossConfig:
     occupancy_weight: float = 1.0
     covariance_eps: float = 1e-6
     covariance_chunk_elements: int = 1 << 22
+    class_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.delta_v < 0.0 or self.delta_d < 0.0:
@@ -90,6 +96,11 @@ class LossConfig:
         if self.covariance_chunk_elements < 1:
             raise ValueError("covariance_chunk_elements must be >= 1, got "
                              f"{self.covariance_chunk_elements}")
+        if self.class_weights is not None:
+            weights = tuple(float(w) for w in self.class_weights)
+            if not weights or not all(np.isfinite(w) and w > 0.0 for w in weights):
+                raise ValueError(f"class_weights must be positive and finite, got {weights}")
+            self.class_weights = weights
 
 
 @dataclass(frozen=True)
@@ -131,19 +142,29 @@ def _zero(*tensors: Tensor) -> Tensor:
     return sum(t.sum() for t in tensors) * 0.0
 
 
-def semantic_loss(semantic_logits: Tensor, semantic_target: Tensor) -> Tensor:
+def semantic_loss(semantic_logits: Tensor, semantic_target: Tensor,
+                  class_weights: Sequence[float] | None = None) -> Tensor:
     """L_c of eq. (1): cross entropy, mean over voxels whose target is not -100.
 
     Args:
         semantic_logits: (M, K) unnormalised class scores.
         semantic_target: (M,) int64 class index in [0, K), or -100 (ignored).
+        class_weights: K weights; the mean then weighs each voxel by its target class's
+            weight (torch's weighted cross entropy). None: unweighted.
 
     Returns:
         Scalar loss in nats; 0 (graph intact) when every voxel is ignored.
     """
     if not bool((semantic_target != IGNORE_INDEX).any()):
         return _zero(semantic_logits)
-    return F.cross_entropy(semantic_logits, semantic_target, ignore_index=IGNORE_INDEX)
+    weight = None
+    if class_weights is not None:
+        if len(class_weights) != semantic_logits.shape[1]:
+            raise ValueError(f"{len(class_weights)} class weights for "
+                             f"{semantic_logits.shape[1]} classes")
+        weight = semantic_logits.new_tensor(class_weights)
+    return F.cross_entropy(semantic_logits, semantic_target, weight=weight,
+                           ignore_index=IGNORE_INDEX)
 
 
 def _spatial(offset: Tensor, positions: Tensor, inst: _Instances) -> Tensor:
@@ -476,7 +497,7 @@ def joint_loss(semantic_logits: Tensor, embedding: Tensor, offset: Tensor, bandw
     cfg = config if config is not None else LossConfig()
     inst = _instances(instance_target, embedding.dtype)
     terms = {
-        "semantic": semantic_loss(semantic_logits, semantic_target),
+        "semantic": semantic_loss(semantic_logits, semantic_target, cfg.class_weights),
         "spatial": _spatial(offset, positions, inst),
         **_feature_terms(embedding, inst, cfg),
         "covariance": _covariance(embedding, offset, bandwidth, positions, inst,

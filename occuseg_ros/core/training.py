@@ -56,6 +56,9 @@ class TrainConfig:
             distance between means 1.15 after 200 steps, against 2.41 at 0.001; margin
             2 delta_d = 3).
         seed: seed of sampling, augmentation and initialisation.
+        class_balance: exponent p of the semantic class weights (frequency / median
+            frequency)^-p over the training scenes (:func:`class_balance_weights`); 0 = the
+            paper's unweighted cross entropy, 0.5 = inverse square root of the frequency.
         init_from: a checkpoint whose weights start the run (fine-tuning, e.g. the shipped
             model on ScanNet scans): a fresh optimiser and schedule, and the checkpoint's
             network shape in place of ``network``. ``resume`` continues a run instead.
@@ -75,13 +78,15 @@ class TrainConfig:
     network: dict = field(default_factory=lambda: NetworkConfig().to_dict())
     loss: dict = field(default_factory=lambda: {"regularisation_weight": 0.001})
     seed: int = 0
+    class_balance: float = 0.0
     init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.val_every < 1:
             raise ValueError("steps, batch_size and val_every must be positive")
-        if not self.lr > 0 or self.crop_m < 0:
-            raise ValueError("lr must be positive and crop_m non-negative")
+        if not self.lr > 0 or self.crop_m < 0 or not 0 <= self.class_balance <= 2:
+            raise ValueError("lr must be positive, crop_m non-negative and class_balance in "
+                             "[0, 2]")
         self.train_seeds, self.val_seeds = tuple(self.train_seeds), tuple(self.val_seeds)
         if not 0 < self.voxel_size_m < 1:
             raise ValueError(f"voxel_size_m must be in (0, 1) metres, got {self.voxel_size_m}")
@@ -118,6 +123,36 @@ class SceneSource:
                 raise ValueError(f"{scene.name}: training needs 'semantic' and 'instance'")
             self._cache[index] = scene
         return self._cache[index]
+
+
+#: Class weights of :func:`class_balance_weights` stay within this factor of the median's.
+CLASS_WEIGHT_RANGE = 10.0
+#: Training scenes whose labels :func:`class_balance_weights` counts (the first ones).
+CLASS_COUNT_SCENES = 64
+
+
+def class_balance_weights(source: "SceneSource", label_ids: Sequence[int],
+                          exponent: float) -> tuple[float, ...]:
+    """Semantic class weights ``(f_c / median f)^-exponent`` from the training scenes' labels.
+
+    ``f_c`` is the share of labelled points of class ``c`` over the first
+    :data:`CLASS_COUNT_SCENES` scenes of ``source``; the median is over the classes present.
+    Weights are clipped to ``[1 / CLASS_WEIGHT_RANGE, CLASS_WEIGHT_RANGE]``; classes absent
+    from those scenes get 1 (they are never a target there).
+    """
+    ids = np.asarray(label_ids)
+    column = {int(v): k for k, v in enumerate(ids)}
+    counts = np.zeros(ids.size)
+    for i in range(min(len(source), CLASS_COUNT_SCENES)):
+        labels = source[i].semantic
+        present, n = np.unique(labels[np.isin(labels, ids)], return_counts=True)
+        counts[[column[int(v)] for v in present]] += n
+    seen = counts > 0
+    if not seen.any():
+        raise ValueError("no training scene has a label of the training label set")
+    weights = np.ones(ids.size)
+    weights[seen] = (counts[seen] / np.median(counts[seen])) ** -exponent
+    return tuple(float(w) for w in np.clip(weights, 1 / CLASS_WEIGHT_RANGE, CLASS_WEIGHT_RANGE))
 
 
 @dataclass
@@ -301,6 +336,12 @@ def train(config: TrainConfig, device: torch.device, resume: Path | None = None,
     val_source = SceneSource(config.val_seeds, config.val_files)
     val_scenes = [val_source[i] for i in range(len(val_source))] if rank == 0 else []
     rng = np.random.default_rng([config.seed, rank, start_step])
+    if config.class_balance > 0 and config.loss.get("class_weights") is None:
+        config.loss["class_weights"] = list(class_balance_weights(train_source, label_ids,
+                                                                  config.class_balance))
+        if rank == 0:
+            log("semantic class weights " + " ".join(
+                f"{i}:{w:.2f}" for i, w in zip(label_ids, config.loss["class_weights"])))
     loss_config = LossConfig(**config.loss)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
