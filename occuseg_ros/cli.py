@@ -176,6 +176,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write an inference-only copy of a training checkpoint "
+                                      "(no optimizer state), e.g. to ship in models/")
+    p.add_argument("checkpoint", type=Path, help="a checkpoint written by occuseg train")
+    p.add_argument("out", type=Path, help="the model file to write")
+
+
 def _add_node(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("node", help="run the ROS 2 segmentation node (as ros2 run occuseg_ros "
                                     "occuseg_node); arguments after --ros-args go to ROS")
@@ -225,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_segment, _add_evaluate, _add_bench, _add_generate, _add_train,
-                _add_validate, _add_scannet, _add_node, _add_bench_node, _add_live, _add_bag):
+                _add_export, _add_validate, _add_scannet, _add_node, _add_bench_node, _add_live, _add_bag):
         add(sub)
     return parser
 
@@ -433,6 +440,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .core.checkpoint import export_checkpoint
+
+    meta = export_checkpoint(args.checkpoint, args.out)
+    scores = meta.get("validation", {})
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): step "
+          f"{meta.get('step', '?')}, {meta['voxel_size_m']} m voxels, validation AP50 "
+          f"{scores.get('ap50', float('nan')):.3f}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .core.checkpoint import resolve_device
     from .core.model import NetworkConfig
@@ -544,7 +562,7 @@ def cmd_live(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"segment": cmd_segment, "evaluate": cmd_evaluate, "bench": cmd_bench,
-            "generate": cmd_generate, "train": cmd_train, "validate": cmd_validate,
+            "generate": cmd_generate, "train": cmd_train, "export": cmd_export, "validate": cmd_validate,
             "scannet": cmd_scannet, "node": cmd_node,
             "bench-node": cmd_bench_node, "live": cmd_live,
             "bag": cmd_bag}

@@ -67,6 +67,35 @@ def test_network_segment_with_a_checkpoint_and_json_evaluate(tmp_path):
     assert {"ap", "ap50", "ap25", "per_class"} <= set(result)
 
 
+def test_export_keeps_the_model_and_its_provenance_but_not_the_optimizer(tmp_path):
+    import torch
+
+    from occuseg_ros.core.checkpoint import load_checkpoint, save_checkpoint
+    from occuseg_ros.core.labels import SCANNET20_IDS
+    from occuseg_ros.core.model import NetworkConfig, OccuSegNet
+
+    torch.manual_seed(0)
+    model = OccuSegNet(NetworkConfig(base_channels=8, num_levels=3))
+    optimiser = torch.optim.Adam(model.parameters())
+    xyz = torch.unique(torch.randint(0, 16, (400, 3)), dim=0)
+    coords = torch.cat([torch.zeros(len(xyz), 1, dtype=torch.long), xyz], 1)  # batch, x, y, z
+    model(torch.rand(len(xyz), 3), coords, 1)["semantic_logits"].sum().backward()
+    optimiser.step()  # Adam's moments: twice the weights
+    extra = {"optimizer": optimiser.state_dict(), "step": 7, "best_ap50": 0.5,
+             "train_config": {"steps": 9}, "validation": {"ap50": 0.25}}
+    save_checkpoint(tmp_path / "last.pt", model, np.array(SCANNET20_IDS), 0.05, extra)
+    out = occuseg("export", tmp_path / "last.pt", tmp_path / "model.pt")
+    assert "step 7, 0.05 m voxels, validation AP50 0.250" in out.stdout
+    exported, meta = load_checkpoint(tmp_path / "model.pt", torch.device("cpu"))
+    assert "optimizer" not in meta and "best_ap50" not in meta
+    assert meta["step"] == 7 and meta["train_config"] == {"steps": 9}
+    assert meta["voxel_size_m"] == 0.05 and meta["label_ids"] == list(SCANNET20_IDS)
+    for (name, a), b in zip(model.state_dict().items(), exported.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert (tmp_path / "model.pt").stat().st_size < 0.6 * (tmp_path / "last.pt").stat().st_size
+    assert occuseg("export", tmp_path / "nope.pt", tmp_path / "x.pt", check=False).returncode == 2
+
+
 def test_generate_and_bench(tmp_path):
     out = occuseg("generate", "--seed", "9", "--out", tmp_path / "g.npz")
     assert "wrote" in out.stdout

@@ -91,6 +91,22 @@ def load_checkpoint(path: str | Path, device: torch.device) -> tuple[OccuSegNet,
     return model.to(device).eval(), meta
 
 
+#: What :func:`export_checkpoint` keeps besides the weights: the run's provenance.
+PROVENANCE_KEYS = ("step", "validation", "train_config")
+
+
+def export_checkpoint(source: str | Path, out: str | Path) -> dict[str, Any]:
+    """Write an inference-only copy of a training checkpoint (the model a release ships).
+
+    Keeps the weights, network config, label ids, voxel size and :data:`PROVENANCE_KEYS`; drops
+    the optimizer state (two thirds of a training checkpoint). Returns the kept metadata.
+    """
+    model, meta = load_checkpoint(source, torch.device("cpu"))
+    kept = {key: meta[key] for key in PROVENANCE_KEYS if key in meta}
+    save_checkpoint(out, model, np.asarray(meta["label_ids"]), meta["voxel_size_m"], kept)
+    return {**{k: meta[k] for k in ("network", "label_ids", "voxel_size_m")}, **kept}
+
+
 class NetworkPredictor:
     """Runs the sparse UNet on a voxel grid and returns :class:`VoxelPredictions`.
 
