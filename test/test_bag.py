@@ -28,10 +28,11 @@ from occuseg_ros.ros.segmentation_node import SegmentationNode
 from occuseg_ros.ros.sim_camera_node import SimCameraNode
 from ros_harness import Probe, Spinner, wait_for
 
-#: AP50 the replayed run must reach against the simulator's ground truth. The shipped model
-#: was trained on 2 CPU cores and is weak (see BENCHMARKS.md); this bound guards the plumbing
-#: (a replay that lost frames, misaligned poses or broke labels scores 0).
-MIN_AP50 = 0.005
+#: AP25 the replayed run must reach against the simulator's ground truth. The map is a 3 s
+#: partial scan at 320x240, on which the shipped model (trained on 2 CPU cores, see
+#: BENCHMARKS.md) finds few instances at IoU 0.5; this bound guards the plumbing (a replay
+#: that lost frames, misaligned poses or broke labels scores 0).
+MIN_AP25 = 0.05
 SIM = {"seed": 3, "width": 320, "height": 240, "rate_hz": 15.0, "loop_s": 3.0}
 
 
@@ -145,7 +146,8 @@ def test_record_and_replay_into_the_nodes(ros_context, model_path, tmp_path, sto
     camera = SimCameraNode(parameter_overrides=[Parameter(k, value=v) for k, v in SIM.items()])
     metrics = seg.evaluate(*camera.camera.label_points(seg.xyz))
     camera.destroy_node()
-    assert metrics.ap50 >= MIN_AP50, f"AP50 {metrics.ap50:.3f} < {MIN_AP50}"
+    assert metrics.ap25 >= MIN_AP25, \
+        f"AP {metrics.ap:.3f} AP50 {metrics.ap50:.3f} AP25 {metrics.ap25:.3f} < {MIN_AP25}"
     assert len(history) >= 2 and checked > 0
 
 
