@@ -19,6 +19,7 @@ from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 
+from occuseg_ros.core.surface_map import grid_keys
 from occuseg_ros.ros.bag import (CAMERA_TOPICS, BagPlayer, BagRecorder, bag_info,
                                  bag_messages, segment_bag)
 from occuseg_ros.ros.conversions import (cloud_fields, cloud_msg_from_arrays,
@@ -38,6 +39,13 @@ SIM = {"seed": 3, "width": 320, "height": 240, "rate_hz": 15.0, "loop_s": 3.0}
 
 def sim_camera() -> SimCameraNode:
     return SimCameraNode(parameter_overrides=[Parameter(k, value=v) for k, v in SIM.items()])
+
+
+def _voxel_instances(cloud: dict, voxel_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted voxel keys, instance id of each) of a segmented cloud's points."""
+    xyz = np.column_stack([cloud["x"], cloud["y"], cloud["z"]])
+    keys, first = np.unique(grid_keys(xyz, voxel_m), return_index=True)
+    return keys, cloud["instance"][first].astype(np.int64)
 
 
 def record(out: Path, storage: str, frames: int) -> dict[str, int]:
@@ -124,18 +132,18 @@ def test_record_and_replay_into_the_nodes(ros_context, model_path, tmp_path, sto
         spinner.close()
     assert player.published["/depth/image"] == counts["/depth/image"]
     # Ids never change once assigned: an instance recognisably the same object later keeps
-    # its id. The TSDF re-extracts the surface of changed blocks, so only points kept exactly
-    # are comparable: instances at least 80 % of whose points were kept, 80 % of those in one
-    # later instance, which on the kept points is 80 % the earlier one.
+    # its id. The tracker matches instances by voxel overlap (tracking.py), so so does this
+    # check, over the voxels in both clouds: an instance at least 80 % of whose voxels lie in
+    # one later instance, which is at least 80 % made of them, must have handed it its id.
+    voxel_m = segmenter._segmenter.config.voxel_size_m
     checked = 0
     for before, after in zip(history[:-1], history[1:]):
-        index = {p: i for i, p in enumerate(zip(after["x"], after["y"], after["z"]))}
-        rows = np.array([index.get(p, -1) for p in zip(before["x"], before["y"], before["z"])])
-        common = rows >= 0
-        now = np.where(common, after["instance"][np.maximum(rows, 0)], 0)
-        for inst in np.unique(before["instance"][before["instance"] > 0]):
-            mine = (before["instance"] == inst) & common
-            if mine.sum() < 20 or mine.sum() < 0.8 * (before["instance"] == inst).sum():
+        old, new = (_voxel_instances(c, voxel_m) for c in (before, after))
+        keys, old_at, new_at = np.intersect1d(old[0], new[0], return_indices=True)
+        was, now = old[1][old_at], new[1][new_at]
+        for inst in np.unique(was[was > 0]):
+            mine = was == inst
+            if mine.sum() < 20:
                 continue
             ids, n = np.unique(now[mine], return_counts=True)
             best = ids[n.argmax()]
