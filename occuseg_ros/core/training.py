@@ -131,7 +131,7 @@ CLASS_WEIGHT_RANGE = 10.0
 CLASS_COUNT_SCENES = 64
 
 
-def class_balance_weights(source: "SceneSource", label_ids: Sequence[int],
+def class_balance_weights(source: SceneSource, label_ids: Sequence[int],
                           exponent: float) -> tuple[float, ...]:
     """Semantic class weights ``(f_c / median f)^-exponent`` from the training scenes' labels.
 
