@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_segment, _add_evaluate, _add_bench, _add_generate, _add_train,
-                _add_export, _add_validate, _add_scannet, _add_node, _add_bench_node, _add_live, _add_bag):
+                _add_export, _add_validate, _add_scannet, _add_node, _add_bench_node,
+                _add_live, _add_bag):
         add(sub)
     return parser
 
@@ -562,8 +563,8 @@ def cmd_live(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"segment": cmd_segment, "evaluate": cmd_evaluate, "bench": cmd_bench,
-            "generate": cmd_generate, "train": cmd_train, "export": cmd_export, "validate": cmd_validate,
-            "scannet": cmd_scannet, "node": cmd_node,
+            "generate": cmd_generate, "train": cmd_train, "export": cmd_export,
+            "validate": cmd_validate, "scannet": cmd_scannet, "node": cmd_node,
             "bench-node": cmd_bench_node, "live": cmd_live,
             "bag": cmd_bag}
 

@@ -132,14 +132,14 @@ def test_record_and_replay_into_the_nodes(ros_context, model_path, tmp_path, sto
         spinner.close()
     assert player.published["/depth/image"] == counts["/depth/image"]
     # Ids never change once assigned: an instance recognisably the same object later keeps
-    # its id. The tracker matches instances by voxel overlap (tracking.py), so so does this
+    # its id. The tracker matches instances by voxel overlap (tracking.py), and so does this
     # check, over the voxels in both clouds: an instance at least 80 % of whose voxels lie in
     # one later instance, which is at least 80 % made of them, must have handed it its id.
     voxel_m = segmenter._segmenter.config.voxel_size_m
     checked = 0
     for before, after in zip(history[:-1], history[1:]):
         old, new = (_voxel_instances(c, voxel_m) for c in (before, after))
-        keys, old_at, new_at = np.intersect1d(old[0], new[0], return_indices=True)
+        _, old_at, new_at = np.intersect1d(old[0], new[0], return_indices=True)
         was, now = old[1][old_at], new[1][new_at]
         for inst in np.unique(was[was > 0]):
             mine = was == inst

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -98,7 +97,7 @@ class LossConfig:
                              f"{self.covariance_chunk_elements}")
         if self.class_weights is not None:
             weights = tuple(float(w) for w in self.class_weights)
-            if not weights or not all(np.isfinite(w) and w > 0.0 for w in weights):
+            if not weights or not all(math.isfinite(w) and w > 0.0 for w in weights):
                 raise ValueError(f"class_weights must be positive and finite, got {weights}")
             self.class_weights = weights
 
