@@ -135,10 +135,10 @@ def test_box_queries_and_the_minimum_corner_follow_the_map(predictor, room, two_
 
 
 # Bounds per device's default margins, with the shipped model (same class / mean IoU / voxels
-# of another class): measured 98.9 % / 0.94 / 1.0 % at CUDA's 0.8 m and 90.6 % / 0.74 / 9.4 %
-# at the CPU's 0.4 m (the latency setting; 98.6 % / 0.83 / 1.5 % at 0.6 m; BENCHMARKS.md).
+# of another class): measured 99.4 % / 0.94 / 0.6 % at CUDA's 0.8 m and 92.3 % / 0.65 / 7.9 %
+# at the CPU's 0.4 m (the latency setting; BENCHMARKS.md tabulates margins against agreement).
 @pytest.mark.parametrize("device, same_class, mean_iou, other_class",
-                         [("cuda", 0.97, 0.85, 0.02), ("cpu", 0.87, 0.65, 0.12)])
+                         [("cuda", 0.97, 0.85, 0.02), ("cpu", 0.89, 0.58, 0.10)])
 def test_default_margins_stay_close_to_a_full_recompute(predictor, room, two_threads, device,
                                                         same_class, mean_iou, other_class):
     """Each device's default margins (the network itself runs on the CPU here), on the hard
