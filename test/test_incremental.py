@@ -161,7 +161,6 @@ def test_default_margins_stay_close_to_a_full_recompute(predictor, room, two_thr
     # boundaries (BENCHMARKS.md tabulates margins against agreement).
     agreement = compare_maps(seg, full)
     diff = prediction_difference(segmenter.engine, full_segmenter.engine)
-    print("AGREE", device, agreement, diff.class_disagreement)
     assert agreement.semantic > same_class
     assert agreement.mean_iou > mean_iou
     assert diff.voxels == seg.num_voxels
