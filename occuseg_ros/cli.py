@@ -16,6 +16,9 @@ from .core.scene import PredictionFile, Scene, SceneError, load_scene, save_scen
 
 LOG = logging.getLogger("occuseg")
 
+#: Where ``--predictions`` takes the per-voxel outputs from (see :func:`_predictor_factory`).
+PREDICTION_SOURCES = ("network", "oracle", "oracle-semantics", "oracle-instances")
+
 
 def _add_segment(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="instance-segment a scene (.npz or .ply) or a bag",
@@ -29,9 +32,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=None,
                    help="checkpoint (default: the shipped model in models/)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--predictions", choices=("network", "oracle"), default="network",
-                   help="per-voxel outputs from the network, or ideal ones from the scene's "
-                        "ground truth (the clustering's upper bound)")
+    _add_predictions(p)
     p.add_argument("--oracle-noise", type=float, default=0.0, metavar="SIGMA",
                    help="oracle noise scale in metres on the offsets (other outputs scale "
                         "with it; see occuseg_ros.core.predictions)")
@@ -39,6 +40,15 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
                    help="r = 1 in eq. (14) and no r filter (Table 6, 'w/o occupancy')")
     p.add_argument("--seed", type=int, default=0, help="seed of the oracle's noise")
     _add_params_file(p)
+
+
+def _add_predictions(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--predictions", choices=PREDICTION_SOURCES, default="network",
+                   help="per-voxel outputs from the network; ideal ones from the scene's ground "
+                        "truth ('oracle', the clustering's upper bound); or one half of each, to "
+                        "see which half limits AP: ideal classes with the network's instance "
+                        "outputs ('oracle-semantics'), the network's classes with ideal "
+                        "instance outputs ('oracle-instances')")
 
 
 def _add_params_file(p: argparse.ArgumentParser) -> None:
@@ -96,7 +106,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=None,
                    help="checkpoint (default: the shipped model in models/)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--predictions", choices=("network", "oracle"), default="network")
+    _add_predictions(p)
     p.add_argument("--oracle-noise", type=float, default=0.0, metavar="SIGMA")
     p.add_argument("--no-occupancy", action="store_true",
                    help="r = 1 in eq. (14) and no r filter (Table 6, 'w/o occupancy')")
@@ -265,12 +275,38 @@ def _network_predictor(model: Path | None, device: str):
     return NetworkPredictor.from_checkpoint(path, device)
 
 
-def _oracle_predictor(scene: Scene, noise_m: float, seed: int):
-    from .core.predictions import oracle_predictions
+def _predictor_factory(args: argparse.Namespace, config, seed: int):
+    """The per-scene predictor that ``--predictions`` asks for.
 
-    if not scene.has_ground_truth:
-        raise SceneError(f"{scene.name}: --predictions oracle needs 'semantic' and 'instance'")
-    return lambda grid: oracle_predictions(grid, scene.semantic, scene.instance, noise_m, seed)
+    Loads the network unless the outputs are the oracle's alone, and then sets
+    ``config.voxel_size_m`` to the model's (it was trained at that voxel size).
+    """
+    from .core.predictions import mixed_predictions, oracle_predictions
+
+    source = args.predictions
+    network = None
+    if source != "oracle":
+        network = _network_predictor(args.model, args.device)
+        config.voxel_size_m = network.voxel_size_m
+
+    def make(scene: Scene):
+        if source == "network":
+            return network
+        if not scene.has_ground_truth:
+            raise SceneError(f"{scene.name}: --predictions {source} needs 'semantic' and "
+                             "'instance'")
+
+        def oracle(grid):
+            return oracle_predictions(grid, scene.semantic, scene.instance, args.oracle_noise,
+                                      seed)
+
+        if source == "oracle":
+            return oracle
+        if source == "oracle-semantics":
+            return lambda grid: mixed_predictions(semantics=oracle(grid), instances=network(grid))
+        return lambda grid: mixed_predictions(semantics=network(grid), instances=oracle(grid))
+
+    return make
 
 
 def _print_classes(instance_labels: np.ndarray) -> None:
@@ -287,11 +323,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if (args.scene / "metadata.yaml").is_file():
         return _segment_bag(args, config)
     scene = load_scene(args.scene)
-    if args.predictions == "oracle":
-        predictor = _oracle_predictor(scene, args.oracle_noise, args.seed)
-    else:
-        predictor = _network_predictor(args.model, args.device)
-        config.voxel_size_m = predictor.voxel_size_m  # the model was trained at its voxel size
+    predictor = _predictor_factory(args, config, args.seed)(scene)
     if args.no_occupancy:
         config.clustering.use_occupancy = False
     result = segment_points(scene.xyz, scene.rgb, predictor, config)
@@ -315,7 +347,8 @@ def _segment_bag(args: argparse.Namespace, config) -> int:
     from .ros.bag import segment_bag
 
     if args.predictions != "network":
-        raise SceneError("a bag has no ground truth: --predictions oracle needs a scene file")
+        raise SceneError(f"a bag has no ground truth: --predictions {args.predictions} needs a "
+                         "scene file")
     predictor = _network_predictor(args.model, args.device)
     config.voxel_size_m = predictor.voxel_size_m
     if args.no_occupancy:
@@ -483,13 +516,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         config.clustering.use_occupancy = False
     scenes = ([load_scene(f) for f in args.files] if args.files
               else (generate_room(seed) for seed in range(*args.seeds)))
-    if args.predictions == "oracle":
-        make = lambda scene: _oracle_predictor(scene, args.oracle_noise, 0)
-    else:
-        network = _network_predictor(args.model, args.device)
-        config.voxel_size_m = network.voxel_size_m  # the model was trained at its voxel size
-        make = lambda scene: network
-    result = validate_scenes(scenes, make, config)
+    result = validate_scenes(scenes, _predictor_factory(args, config, 0), config)
     errors = result.occupancy_errors
     if args.json:
         print(json.dumps({**result.metrics.to_dict(),

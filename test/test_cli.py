@@ -176,20 +176,24 @@ def test_bench_node_streams_a_room_through_the_node(tmp_path, monkeypatch):
         assert latency >= method + publish
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "mismatch", "no_gt_oracle", "bad_model"])
+@pytest.mark.parametrize("case", ["missing", "empty", "mismatch", "no_gt_oracle", "no_gt_half",
+                                  "bad_model"])
 def test_bad_input_gives_a_clear_error(tmp_path, case):
     scene_path = tmp_path / "s.npz"
     xyz = np.random.default_rng(0).random((50, 3)).astype(np.float32)
     args = ["segment", scene_path, "--out", tmp_path / "p.npz", "--predictions", "oracle"]
     expected = {"missing": "scene file not found", "empty": "no points",
                 "mismatch": "'rgb' has shape", "no_gt_oracle": "needs 'semantic'",
+                "no_gt_half": "oracle-instances needs 'semantic'",
                 "bad_model": "not a readable checkpoint"}[case]
     if case == "empty":
         np.savez(scene_path, xyz=np.zeros((0, 3), np.float32), rgb=np.zeros((0, 3), np.uint8))
     elif case == "mismatch":
         np.savez(scene_path, xyz=xyz, rgb=np.zeros((49, 3), np.uint8))
-    elif case in ("no_gt_oracle", "bad_model"):
+    elif case in ("no_gt_oracle", "no_gt_half", "bad_model"):
         np.savez(scene_path, xyz=xyz, rgb=np.zeros((50, 3), np.uint8))
+    if case == "no_gt_half":
+        args[-1] = "oracle-instances"
     if case == "bad_model":
         (tmp_path / "m.pt").write_bytes(b"garbage")
         args = ["segment", scene_path, "--out", tmp_path / "p.npz", "--model", tmp_path / "m.pt"]
@@ -224,3 +228,12 @@ def test_validate_prints_occupancy_and_ap():
     result = json.loads(occuseg("validate", "--seeds", "100000:100001", "--predictions",
                                 "oracle", "--no-occupancy", "--json").stdout)
     assert result["occupancy_accuracy"] == 1.0 and result["ap50"] is not None
+
+
+def test_validate_with_one_half_ideal_scores_between_network_and_oracle():
+    # Seeds outside the training, validation, tuning and held-out ranges.
+    ap = {source: json.loads(occuseg("validate", "--seeds", "400000:400002", "--json",
+                                     "--predictions", source).stdout)["ap"]
+          for source in ("network", "oracle-semantics", "oracle-instances", "oracle")}
+    for half in ("oracle-semantics", "oracle-instances"):
+        assert ap["network"] < ap[half] < ap["oracle"], ap

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from occuseg_ros.core.predictions import ORACLE_BANDWIDTH, VoxelPredictions, oracle_predictions
+from occuseg_ros.core.predictions import (ORACLE_BANDWIDTH, VoxelPredictions, mixed_predictions,
+                                          oracle_predictions)
 from occuseg_ros.core.voxels import voxelize
 
 
@@ -51,3 +52,21 @@ def test_prediction_shapes_are_checked():
         VoxelPredictions(semantic_prob=np.ones((3, 1), np.float32), label_ids=np.array([5]),
                          embedding=np.zeros((2, 4)), offset_m=np.zeros((3, 3)),
                          bandwidth=np.ones((3, 2)), log_occupancy=np.zeros(3))
+
+
+def test_mixed_predictions_take_each_half_from_its_source():
+    xyz, semantic, instance = _two_boxes()
+    grid = voxelize(xyz, 0.02)
+    exact = oracle_predictions(grid, semantic, instance)
+    noisy = oracle_predictions(grid, semantic, instance, noise_m=0.5)  # flips labels too
+    assert (noisy.semantic != exact.semantic).mean() > 0.1
+    mixed = mixed_predictions(semantics=exact, instances=noisy)
+    np.testing.assert_array_equal(mixed.semantic, exact.semantic)
+    for key in ("embedding", "offset_m", "bandwidth", "log_occupancy"):
+        np.testing.assert_array_equal(getattr(mixed, key), getattr(noisy, key))
+    reverse = mixed_predictions(semantics=noisy, instances=exact)
+    np.testing.assert_array_equal(reverse.semantic, noisy.semantic)
+    np.testing.assert_array_equal(reverse.offset_m, exact.offset_m)
+    other = oracle_predictions(voxelize(xyz[:1000], 0.02), semantic[:1000], instance[:1000])
+    with pytest.raises(ValueError, match="same voxel grid"):
+        mixed_predictions(semantics=exact, instances=other)

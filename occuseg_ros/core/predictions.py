@@ -118,3 +118,25 @@ def oracle_predictions(grid: VoxelGrid, point_semantic: np.ndarray, point_instan
                             embedding=embedding.astype(np.float32),
                             offset_m=offset.astype(np.float32), bandwidth=bandwidth,
                             log_occupancy=log_occupancy.astype(np.float32))
+
+
+def mixed_predictions(semantics: VoxelPredictions, instances: VoxelPredictions) -> VoxelPredictions:
+    """The class probabilities of ``semantics`` with the instance outputs of ``instances``.
+
+    Pairing the network with the oracle (:func:`oracle_predictions`) one half at a time says
+    which half limits AP: ideal classes with the network's embedding, offsets, bandwidths and
+    occupancy, or the network's classes with ideal instance outputs.
+
+    Args:
+        semantics: supplies ``semantic_prob`` and ``label_ids``.
+        instances: supplies ``embedding``, ``offset_m``, ``bandwidth`` and ``log_occupancy``.
+            Both must describe the same voxels, in the same order.
+    """
+    m = semantics.semantic_prob.shape[0]
+    if instances.embedding.shape[0] != m:
+        raise ValueError(f"cannot mix predictions for {m} and {instances.embedding.shape[0]} "
+                         "voxels: both must come from the same voxel grid")
+    return VoxelPredictions(semantic_prob=semantics.semantic_prob, label_ids=semantics.label_ids,
+                            embedding=instances.embedding, offset_m=instances.offset_m,
+                            bandwidth=instances.bandwidth,
+                            log_occupancy=instances.log_occupancy)
