@@ -7,12 +7,15 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from .core.labels import label_name
 from .core.scene import PredictionFile, Scene, SceneError, load_scene, save_scene
+
+if TYPE_CHECKING:
+    from .core.pipeline import PipelineConfig, Predictor
 
 LOG = logging.getLogger("occuseg")
 
@@ -275,7 +278,8 @@ def _network_predictor(model: Path | None, device: str):
     return NetworkPredictor.from_checkpoint(path, device)
 
 
-def _predictor_factory(args: argparse.Namespace, config, seed: int):
+def _predictor_factory(args: argparse.Namespace, config: PipelineConfig,
+                       seed: int) -> Callable[[Scene], Predictor]:
     """The per-scene predictor that ``--predictions`` asks for.
 
     Loads the network unless the outputs are the oracle's alone, and then sets
